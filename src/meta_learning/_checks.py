@@ -1,0 +1,45 @@
+"""Argument checks shared by every public boundary.
+
+Each helper raises a ``ValueError``/``TypeError`` whose message names the argument, the value given and what
+is allowed, so that callers never need a bare ``assert`` for user input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an ``int`` > 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value <= 0:
+        raise ValueError(f"{name}={value} but it must be a positive integer")
+    return value
+
+
+def check_non_negative_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an ``int`` >= 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < 0:
+        raise ValueError(f"{name}={value} but it must be >= 0")
+    return value
+
+
+def check_positive_float(name: str, value: Any) -> float:
+    """Return ``float(value)`` if it is a real number > 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    if not value > 0:
+        raise ValueError(f"{name}={value} but it must be > 0")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise listing the valid choices."""
+    options = tuple(allowed)
+    if value not in options:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, options))}")
+    return str(value)
