@@ -1,0 +1,214 @@
+"""From a config to a trained, evaluated run folder: the job behind ``meta-learning train``.
+
+A run folder holds ``config.yaml`` (the resolved configuration), ``metrics.jsonl``, ``checkpoints/last.pt``
+(resumable), ``checkpoints/best.pt`` (best validation accuracy) and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from meta_learning._io import atomic_write_json, data_root
+from meta_learning.config import DataConfig, ExperimentConfig, load_config, save_config, to_dict
+from meta_learning.data.sampler import EpisodeSampler
+from meta_learning.fewshot.base import EpisodicLearner
+from meta_learning.metrics import Accuracy
+from meta_learning.training.checkpoint import load_model_weights
+from meta_learning.training.loop import History, fit
+
+PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the ready-made configurations shipped with the package."""
+    return sorted(p.stem for p in PACKAGE_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A config file path, a run folder (its ``config.yaml``) or the name of a shipped config."""
+    p = Path(name_or_path)
+    if p.is_dir() and (p / "config.yaml").is_file():
+        return p / "config.yaml"
+    if p.is_file():
+        return p
+    shipped = PACKAGE_CONFIGS / f"{p.name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"config {str(name_or_path)!r} is neither a file, a run folder nor a shipped config; "
+        f"shipped configs: {', '.join(shipped_configs())}"
+    )
+
+
+def build_dataset(data: DataConfig, split: str) -> Any:
+    """The dataset named by ``data.dataset`` for ``split``."""
+    if data.dataset == "omniglot":
+        from meta_learning.data.omniglot import Omniglot
+
+        return Omniglot(root=data.root, split=split, download=data.download, image_size=data.image_size)
+    if data.dataset == "miniimagenet":
+        from meta_learning.data.image_folder import MiniImageNet
+
+        return MiniImageNet(root=data.root, split=split, image_size=data.image_size)
+    from meta_learning.data.image_folder import ImageFolderFewShot
+
+    return ImageFolderFewShot(data_root(data.root) / split, image_size=data.image_size)
+
+
+def build_learner(cfg: ExperimentConfig) -> EpisodicLearner:
+    """The learner and backbone described by ``cfg.learner`` / ``cfg.model``."""
+    m, lc = cfg.model, cfg.learner
+    if lc.name == "relationnet":
+        from meta_learning.fewshot.relation import RelationNetwork
+
+        return RelationNetwork(
+            in_channels=m.in_channels,
+            image_size=cfg.data.image_size,
+            hidden_channels=m.hidden_channels,
+            relation_hidden=lc.relation_hidden,
+            loss=lc.relation_loss,
+        )
+    from meta_learning.fewshot.protonet import PrototypicalNetwork
+
+    encoder: nn.Module
+    if m.backbone == "conv4":
+        from meta_learning.models.conv4 import Conv4
+
+        encoder = Conv4(in_channels=m.in_channels, hidden_channels=m.hidden_channels)
+    elif m.backbone == "resnet12":
+        from meta_learning.models.resnet12 import ResNet12
+
+        encoder = ResNet12(in_channels=m.in_channels)
+    else:
+        raise ValueError(f"model.backbone={m.backbone!r} does not take images; use 'conv4' or 'resnet12'")
+    return PrototypicalNetwork(encoder, distance_metric=lc.distance_metric)
+
+
+def default_run_dir(cfg: ExperimentConfig) -> Path:
+    return Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def evaluation_sampler(
+    cfg: ExperimentConfig, dataset: Any, n_way: int | None = None, k_shot: int | None = None
+) -> EpisodeSampler:
+    """The sampler of fixed evaluation episodes (test way/shot/query unless overridden)."""
+    d = cfg.data
+    return EpisodeSampler(
+        dataset, n_way or d.test_way, k_shot or d.test_shot, d.test_query, seed=cfg.eval.seed
+    )
+
+
+def train_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train, keep the best validation checkpoint, evaluate it on the test split; return ``results.json``'s dict."""
+    run = Path(run_dir) if run_dir is not None else Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    if resume and not (run / "checkpoints" / "last.pt").is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {run / 'checkpoints' / 'last.pt'}")
+    cfg = replace(cfg, run_dir=str(run))
+    save_config(cfg, run / "config.yaml")
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.train.device)
+    d, t = cfg.data, cfg.train
+    learner = build_learner(cfg).to(device)
+    train_set = build_dataset(d, d.train_split)
+    val_set = build_dataset(d, d.val_split)
+    sampler = EpisodeSampler(train_set, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
+    val_eps = [e.to(device) for e in evaluation_sampler(cfg, val_set).evaluation_episodes(t.val_episodes, seed=0)]
+    stream = _DeviceStream(sampler, device)
+    started = time.perf_counter()
+    history = fit(
+        learner,
+        stream,
+        num_episodes=t.num_episodes,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        lr_decay_every=t.lr_decay_every,
+        lr_decay=t.lr_decay,
+        val_episodes=val_eps,
+        eval_every=t.eval_every,
+        patience=t.patience,
+        run_dir=run,
+        checkpoint_every=t.checkpoint_every,
+        resume=resume,
+        progress=t.progress if progress is None else progress,
+    )
+    session_s = time.perf_counter() - started
+    return finish_run(cfg, run, learner, history, session_s)
+
+
+def finish_run(
+    cfg: ExperimentConfig, run: Path, learner: EpisodicLearner, history: History, session_s: float
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on the test split and write ``results.json``."""
+    best = run / "checkpoints" / "best.pt"
+    if best.is_file():
+        load_model_weights(learner, best)
+    test = evaluate_learner(cfg, learner)
+    results = {
+        "name": cfg.name,
+        "test": {f"{cfg.data.test_way}-way {cfg.data.test_shot}-shot": test.to_dict()},
+        "best_val_accuracy": history.best_val_accuracy,
+        "best_step": history.best_step,
+        "steps": history.steps,
+        "stopped_early": history.stopped_early,
+        "train_wall_time_s": history.wall_time_s,
+        "this_session_s": session_s,
+        "run_dir": str(run),
+        "config": to_dict(cfg),
+    }
+    atomic_write_json(run / "results.json", results)
+    return results
+
+
+def evaluate_learner(
+    cfg: ExperimentConfig, learner: EpisodicLearner, n_way: int | None = None, k_shot: int | None = None
+) -> Accuracy:
+    """Accuracy on ``cfg.eval.episodes`` fixed test episodes (seed ``cfg.eval.seed``)."""
+    test_set = build_dataset(cfg.data, cfg.data.test_split)
+    episodes = evaluation_sampler(cfg, test_set, n_way, k_shot).evaluation_episodes(
+        cfg.eval.episodes, seed=cfg.eval.seed
+    )
+    device = next(learner.parameters()).device
+    return learner.evaluate(e.to(device) for e in episodes)
+
+
+def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best") -> tuple[ExperimentConfig, EpisodicLearner]:
+    """Rebuild a run's learner from its ``config.yaml`` and load ``checkpoints/{checkpoint}.pt``."""
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run} is not a run folder: it has no config.yaml")
+    cfg = load_config(run / "config.yaml")
+    learner = build_learner(cfg)
+    path = run / "checkpoints" / f"{checkpoint}.pt"
+    if not path.is_file():
+        path = run / "checkpoints" / "last.pt"
+    load_model_weights(learner, path)
+    return cfg, learner
+
+
+class _DeviceStream:
+    """A sampler whose episodes are moved to ``device``; checkpointable like the sampler."""
+
+    def __init__(self, sampler: EpisodeSampler, device: torch.device) -> None:
+        self.sampler, self.device = sampler, device
+
+    def sample(self) -> Any:
+        return self.sampler.sample().to(self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)

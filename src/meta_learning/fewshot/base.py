@@ -1,0 +1,103 @@
+"""The interface shared by metric-based few-shot learners (Prototypical and Relation networks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from meta_learning.data.episode import Episode
+from meta_learning.metrics import Accuracy, accuracy, accuracy_from_episodes
+from meta_learning.training.loop import History, StepOutput, fit
+
+def _episode_parts(episode: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    if not isinstance(episode, Episode):
+        raise TypeError(f"expected an Episode, got {type(episode).__name__}")
+    return episode.support_x, episode.support_y, episode.query_x, episode.query_y
+
+
+class EpisodicLearner(nn.Module):
+    """Base class: a learner that maps ``(support_x, support_y, query_x)`` to query logits.
+
+    Subclasses implement :meth:`predict` (labels ``0..N-1``) and may override :meth:`loss`. The seed's names
+    (``train_episodes``, ``classify``) and the shared ones (``meta_train``, ``predict``, ``evaluate``) are here.
+    """
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """Query logits ``[M, N]`` for support labels in ``0..N-1``."""
+        raise NotImplementedError
+
+    def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
+        """Training loss of ``logits [M, N]`` against ``query_y [M]`` (cross-entropy by default)."""
+        return nn.functional.cross_entropy(logits, query_y)
+
+    def training_step(self, episode: Episode) -> StepOutput:
+        """Loss and accuracy on one episode's query set (used by the training loop)."""
+        sx, sy, qx, qy = _episode_parts(episode)
+        logits = self.predict(sx, sy, qx)
+        return StepOutput(self.loss(logits, qy), accuracy(logits.detach(), qy))
+
+    def classify(self, query_samples: Tensor, support_samples: Tensor, support_labels: Tensor) -> Tensor:
+        """Predicted label of every query sample, in the label space of ``support_labels``.
+
+        ``support_labels`` may hold any integer ids in any order (e.g. original class ids); the prediction
+        for each query is one of them.
+        """
+        classes, logits = self._logits_any_labels(query_samples, support_samples, support_labels)
+        return classes[logits.argmax(dim=-1)]
+
+    def predict_proba(self, query_samples: Tensor, support_samples: Tensor, support_labels: Tensor) -> Tensor:
+        """Class probabilities ``[M, N]``; column ``j`` is the ``j``-th smallest id in ``support_labels``."""
+        _, logits = self._logits_any_labels(query_samples, support_samples, support_labels)
+        return logits.softmax(dim=-1)
+
+    def _logits_any_labels(self, query: Tensor, support: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        labels = torch.as_tensor(labels)
+        if labels.dim() != 1 or labels.shape[0] != support.shape[0]:
+            raise ValueError(
+                f"support_labels has shape {tuple(labels.shape)} but support_samples has {support.shape[0]} "
+                "examples; give one integer label per support sample"
+            )
+        if torch.is_floating_point(labels):
+            raise TypeError(f"support_labels must be integers, got dtype {labels.dtype}")
+        classes, dense = torch.unique(labels, sorted=True, return_inverse=True)
+        with torch.no_grad():
+            was_training = self.training
+            self.eval()
+            try:
+                logits = self.predict(support, dense.to(support.device), query)
+            finally:
+                self.train(was_training)
+        return classes.to(logits.device), logits
+
+    @torch.no_grad()
+    def evaluate(self, episodes: Iterable[Episode]) -> Accuracy:
+        """Mean query accuracy with 95% CI over ``episodes`` (eval mode, no gradients)."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            accs = []
+            for ep in episodes:
+                ep = ep.to(device)
+                accs.append(accuracy(self.predict(ep.support_x, ep.support_y, ep.query_x), ep.query_y))
+        finally:
+            self.train(was_training)
+        if not accs:
+            raise ValueError("episodes is empty; evaluate needs at least one episode")
+        return accuracy_from_episodes(accs)
+
+    def meta_train(self, episodes: Any, **kwargs: Any) -> History:
+        """Train on episodes with the shared episodic loop; see :func:`meta_learning.training.fit`.
+
+        ``episodes`` is an :class:`~meta_learning.data.EpisodeSampler` (or anything with ``sample()``) or an
+        iterable of :class:`Episode`. Keyword arguments go to ``fit`` (``num_episodes``, ``lr``,
+        ``val_episodes``, ``run_dir``, ``progress``, ...).
+        """
+        return fit(self, episodes, **kwargs)
+
+    def train_episodes(self, episodes: Any, **kwargs: Any) -> History:
+        """The seed's name for :meth:`meta_train`."""
+        return self.meta_train(episodes, **kwargs)

@@ -1,0 +1,7 @@
+"""Backbones that work with ``torch.func.functional_call``: Conv4, ResNet-12 and an MLP."""
+
+from meta_learning.models.conv4 import Conv4, conv_block
+from meta_learning.models.mlp import MLP
+from meta_learning.models.resnet12 import ResNet12
+
+__all__ = ["MLP", "Conv4", "ResNet12", "conv_block"]

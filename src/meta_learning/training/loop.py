@@ -1,0 +1,288 @@
+"""The episodic training loop shared by every episodic learner and by the CLI.
+
+``fit`` draws one episode (or meta-batch) per step from a stream, calls ``learner.training_step``, steps the
+optimizer, validates on a fixed set every ``eval_every`` steps, keeps the best checkpoint, stops early after
+``patience`` evaluations without improvement, and writes ``metrics.jsonl`` plus resumable checkpoints into
+``run_dir``. A run killed at any point and restarted with ``resume=True`` ends with the same weights as an
+uninterrupted run (on CPU), because the stream's generator, the global RNG, optimizer and scheduler states are
+all checkpointed and the metrics log is truncated back to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from meta_learning._checks import check_positive_float, check_positive_int
+from meta_learning._io import atomic_write_text
+from meta_learning.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one training step reports: the differentiable ``loss`` and the query ``accuracy`` in [0, 1]."""
+
+    loss: Tensor
+    accuracy: float
+
+
+class EpisodicModel(Protocol):
+    """What ``fit`` needs from a learner."""
+
+    def training_step(self, batch: Any) -> StepOutput: ...
+
+    def evaluate(self, episodes: Any) -> Any: ...
+
+
+@dataclass
+class History:
+    """Training record: one entry per logged step and per validation, plus the best validation."""
+
+    train: list[dict[str, float]] = field(default_factory=list)
+    val: list[dict[str, float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_val_accuracy: float | None = None
+    stopped_early: bool = False
+    steps: int = 0
+    wall_time_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _IterableStream:
+    """Wraps a plain iterable of episodes; it cannot be checkpointed, so resuming from it is refused."""
+
+    def __init__(self, episodes: Iterable[Any]) -> None:
+        self._it: Iterator[Any] = iter(episodes)
+
+    def sample(self) -> Any:
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise ValueError("the episode iterable ran out before num_episodes steps; pass a sampler") from None
+
+
+def _as_stream(episodes: Any) -> Any:
+    if callable(getattr(episodes, "sample", None)):
+        return episodes
+    if isinstance(episodes, Iterable):
+        return _IterableStream(episodes)
+    raise TypeError(
+        f"episodes must be a sampler with .sample() or an iterable of episodes, got {type(episodes).__name__}"
+    )
+
+
+Callback = Callable[[int, dict[str, float]], None]
+
+
+def fit(
+    learner: nn.Module,
+    episodes: Any,
+    *,
+    num_episodes: int = 1000,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    scheduler: Any | None = None,
+    lr_decay_every: int | None = None,
+    lr_decay: float = 0.5,
+    val_episodes: Sequence[Any] | None = None,
+    eval_every: int = 500,
+    patience: int | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    log_every: int = 10,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    step_fn: Callable[[Any], StepOutput] | None = None,
+) -> History:
+    """Train ``learner`` for ``num_episodes`` steps drawn from ``episodes``.
+
+    Args:
+        learner: module with ``training_step(batch) -> StepOutput`` and ``evaluate(episodes) -> Accuracy``.
+        episodes: a sampler (anything with ``sample()``; with ``state_dict()`` it is resumable) or an iterable.
+        num_episodes: number of optimisation steps (one episode or meta-batch each).
+        optimizer: defaults to Adam(lr, weight_decay) over the learner's parameters.
+        scheduler: an LR scheduler stepped once per step; by default ``StepLR(lr_decay_every, lr_decay)`` if
+            ``lr_decay_every`` is set (ProtoNet halves the rate every 2,000 episodes).
+        val_episodes: fixed validation episodes, evaluated every ``eval_every`` steps and at the end.
+        patience: stop after this many validations without improvement (``None``: never).
+        run_dir: where ``metrics.jsonl`` and ``checkpoints/{last,best}.pt`` go (``None``: nothing is written).
+        checkpoint_every: steps between resumable checkpoints (also written at the end).
+        resume: continue from ``run_dir/checkpoints/last.pt`` if it exists.
+        progress: tqdm bar with live loss/accuracy (only when stderr is a terminal).
+        callbacks: ``fn(step, record)`` called after each step (``step`` counts from 1).
+        step_fn: replaces ``learner.training_step`` (e.g. a distributed meta-step).
+
+    Returns:
+        The :class:`History`; with ``val_episodes`` the best weights are in ``run_dir/checkpoints/best.pt``.
+    """
+    check_positive_int("num_episodes", num_episodes)
+    check_positive_int("eval_every", eval_every)
+    check_positive_int("checkpoint_every", checkpoint_every)
+    check_positive_int("log_every", log_every)
+    if patience is not None:
+        check_positive_int("patience", patience)
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs run_dir: the checkpoint to resume from lives there")
+    stream = _as_stream(episodes)
+    train_step: Callable[[Any], StepOutput] = step_fn or learner.training_step  # type: ignore[assignment]
+    if optimizer is None:
+        check_positive_float("lr", lr)
+        optimizer = torch.optim.Adam(learner.parameters(), lr=lr, weight_decay=weight_decay)
+    if scheduler is None and lr_decay_every is not None:
+        check_positive_int("lr_decay_every", lr_decay_every)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
+
+    run = Path(run_dir) if run_dir is not None else None
+    ckpt_dir = run / "checkpoints" if run is not None else None
+    history = History()
+    start = 0
+    evals_since_best = 0
+    if run is not None and ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        last = ckpt_dir / "last.pt"
+        if resume and last.exists():
+            state = load_checkpoint(last)
+            learner.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            if state.get("stream") is not None:
+                if not callable(getattr(stream, "load_state_dict", None)):
+                    raise ValueError("the checkpoint holds a sampler state but episodes cannot load it")
+                stream.load_state_dict(state["stream"])
+            torch.set_rng_state(state["torch_rng"])
+            start = int(state["step"])
+            history = History(**json.loads(state["history"]))
+            evals_since_best = int(state["evals_since_best"])
+            _truncate_jsonl(run / "metrics.jsonl", start)
+        elif not resume and (run / "metrics.jsonl").exists():
+            (run / "metrics.jsonl").unlink()
+    if resume and start > 0 and not callable(getattr(stream, "state_dict", None)):
+        raise ValueError("cannot resume from a plain iterable of episodes; pass a sampler with state_dict()")
+
+    def checkpoint(step: int) -> None:
+        if ckpt_dir is None:
+            return
+        history.steps = step
+        save_checkpoint(
+            ckpt_dir / "last.pt",
+            {
+                "step": step,
+                "model": learner.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "stream": stream.state_dict() if callable(getattr(stream, "state_dict", None)) else None,
+                "torch_rng": torch.get_rng_state(),
+                "history": json.dumps(history.to_dict()),
+                "evals_since_best": evals_since_best,
+            },
+        )
+
+    bar = _progress_bar(progress, total=num_episodes, initial=start)
+    t0 = time.perf_counter() - history.wall_time_s
+    run_loss = run_acc = 0.0
+    n_run = 0
+    learner.train()
+    for step in range(start + 1, num_episodes + 1):
+        batch = stream.sample()
+        optimizer.zero_grad(set_to_none=True)
+        out = train_step(batch)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower lr or check the data")
+        out.loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_value = float(out.loss.detach())
+        run_loss += loss_value
+        run_acc += out.accuracy
+        n_run += 1
+        record = {"step": step, "loss": loss_value, "accuracy": out.accuracy}
+        if step % log_every == 0 or step == num_episodes:
+            entry = {
+                "step": step,
+                "loss": run_loss / n_run,
+                "accuracy": run_acc / n_run,
+                "lr": optimizer.param_groups[0]["lr"],
+                "time_s": time.perf_counter() - t0,
+            }
+            history.train.append(entry)
+            _append_jsonl(run, {"kind": "train", **entry})
+            if bar is not None:
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
+            run_loss = run_acc = 0.0
+            n_run = 0
+        stop = False
+        if val_episodes is not None and (step % eval_every == 0 or step == num_episodes):
+            acc = learner.evaluate(val_episodes)  # type: ignore[operator]
+            val = {"step": step, "accuracy": acc.mean, "ci95": acc.ci95, "time_s": time.perf_counter() - t0}
+            history.val.append(val)
+            _append_jsonl(run, {"kind": "val", **val})
+            if history.best_val_accuracy is None or acc.mean > history.best_val_accuracy:
+                history.best_val_accuracy, history.best_step = acc.mean, step
+                evals_since_best = 0
+                if ckpt_dir is not None:
+                    save_checkpoint(ckpt_dir / "best.pt", {"step": step, "model": learner.state_dict()})
+            else:
+                evals_since_best += 1
+            if bar is not None:
+                bar.set_description(f"val {100 * acc.mean:.2f}%")
+            if patience is not None and evals_since_best >= patience:
+                history.stopped_early = stop = True
+        history.steps = step
+        history.wall_time_s = time.perf_counter() - t0
+        if step % checkpoint_every == 0 or step == num_episodes or stop:
+            checkpoint(step)
+        if bar is not None:
+            bar.update(1)
+        for cb in callbacks:
+            cb(step, record)
+        if stop:
+            break
+    if bar is not None:
+        bar.close()
+    return history
+
+
+def _progress_bar(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, dynamic_ncols=True, unit="ep")
+
+
+def _append_jsonl(run: Path | None, record: dict[str, Any]) -> None:
+    if run is None:
+        return
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop records written after the checkpoint at ``last_step`` (they are recomputed on resume)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by the kill
+        if rec.get("step", math.inf) <= last_step:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
