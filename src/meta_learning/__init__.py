@@ -32,7 +32,25 @@ _EXPORTS: dict[str, str] = {
     "load_config": "meta_learning.config",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Accuracy",
+    "Conv4",
+    "Episode",
+    "EpisodeBatch",
+    "EpisodeSampler",
+    "ExperimentConfig",
+    "History",
+    "ImageFolderFewShot",
+    "MLP",
+    "MiniImageNet",
+    "Omniglot",
+    "PrototypicalNetwork",
+    "RelationNetwork",
+    "ResNet12",
+    "Sinusoid",
+    "fit",
+    "load_config",
+]
 
 if TYPE_CHECKING:
     from meta_learning.config import ExperimentConfig, load_config

@@ -12,6 +12,7 @@ from meta_learning.data.episode import Episode
 from meta_learning.metrics import Accuracy, accuracy, accuracy_from_episodes
 from meta_learning.training.loop import History, StepOutput, fit
 
+
 def _episode_parts(episode: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if not isinstance(episode, Episode):
         raise TypeError(f"expected an Episode, got {type(episode).__name__}")

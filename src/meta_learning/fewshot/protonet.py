@@ -52,7 +52,8 @@ class PrototypicalNetwork(EpisodicLearner):
     """Classify queries by their distance to class prototypes in the encoder's embedding space.
 
     Args:
-        encoder: module mapping ``[B, ...]`` inputs to ``[B, D]`` embeddings (e.g. :class:`~meta_learning.models.Conv4`).
+        encoder: module mapping ``[B, ...]`` inputs to ``[B, D]`` embeddings (e.g.
+            :class:`~meta_learning.models.Conv4`).
         distance_metric: ``"euclidean"`` (squared, the paper's choice) or ``"cosine"`` (with learned temperature).
         temperature: initial cosine temperature ``tau`` (ignored for Euclidean).
 
@@ -62,7 +63,9 @@ class PrototypicalNetwork(EpisodicLearner):
         >>> predictions = proto_net.classify(query_samples=qx, support_samples=sx, support_labels=sy)
     """
 
-    def __init__(self, encoder: nn.Module, distance_metric: str = "euclidean", temperature: float = 10.0) -> None:
+    def __init__(
+        self, encoder: nn.Module, distance_metric: str = "euclidean", temperature: float = 10.0
+    ) -> None:
         super().__init__()
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")

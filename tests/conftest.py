@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from _toy import ToyDataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def toy_dataset():
+    return ToyDataset
+
+
+def shared_data_root() -> Path:
+    return Path(os.environ.get("META_LEARNING_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = shared_data_root()
+    if not (root / "omniglot").is_dir():
+        pytest.skip(f"real data not found at {root} (set META_LEARNING_DATA to ../shared/data)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from meta_learning import Episode, RelationNetwork
+from meta_learning.fewshot.relation import RelationModule
+
+
+class AsMap(nn.Module):
+    """[B, D] -> [B, D, 1, 1]: an embedding that leaves features visible."""
+
+    def forward(self, x):
+        return x[:, :, None, None]
+
+
+class LinearRelation(nn.Module):
+    """logit = w . [class ; query] on the 1x1 maps; weights fixed for hand computation."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w))
+
+    def forward(self, pairs):
+        return pairs.flatten(1) @ self.w
+
+
+SUPPORT = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+LABELS = torch.tensor([0, 0, 1, 1])
+QUERY = torch.tensor([[1.0, 1.0]])
+
+
+def net(loss="mse"):
+    return RelationNetwork(embedding=AsMap(), relation=LinearRelation([1.0, 2.0, 10.0, 100.0]), loss=loss)
+
+
+def test_k_shot_class_features_are_summed_and_paired_class_first():
+    logits = net().predict(SUPPORT, LABELS, QUERY)
+    # class 0 feature (4, 0), class 1 feature (0, 3); query (1, 1) -> pair [c0, c1, q0, q1]
+    expected = torch.tensor([[4 * 1 + 0 * 2 + 10 + 100, 0 * 1 + 3 * 2 + 10 + 100]])
+    torch.testing.assert_close(logits, expected.float())
+
+
+def test_shuffled_support_same_scores():
+    perm = torch.tensor([3, 1, 0, 2])
+    torch.testing.assert_close(
+        net().predict(SUPPORT[perm], LABELS[perm], QUERY), net().predict(SUPPORT, LABELS, QUERY)
+    )
+
+
+def test_mse_loss_on_one_hot_relation_scores():
+    n = RelationNetwork(embedding=AsMap(), relation=LinearRelation([0.1, -0.2, 0.3, 0.05]))
+    ep = Episode(SUPPORT, LABELS, QUERY, torch.tensor([1]))
+    logits = n.predict(SUPPORT, LABELS, QUERY)
+    expected = ((torch.sigmoid(logits) - torch.tensor([[0.0, 1.0]])) ** 2).mean()
+    torch.testing.assert_close(n.training_step(ep).loss, expected)
+    torch.testing.assert_close(n.relation_scores(SUPPORT, LABELS, QUERY), torch.sigmoid(logits))
+
+
+def test_cross_entropy_option():
+    n = RelationNetwork(
+        embedding=AsMap(), relation=LinearRelation([0.1, -0.2, 0.3, 0.05]), loss="cross_entropy"
+    )
+    ep = Episode(SUPPORT, LABELS, QUERY, torch.tensor([1]))
+    logits = n.predict(SUPPORT, LABELS, QUERY)
+    torch.testing.assert_close(
+        n.training_step(ep).loss, nn.functional.cross_entropy(logits, torch.tensor([1]))
+    )
+
+
+def test_default_modules_follow_the_paper_shapes():
+    rn = RelationNetwork(in_channels=1, image_size=28)
+    feats = rn.embedding(torch.zeros(2, 1, 28, 28))
+    assert feats.shape == (2, 64, 7, 7)  # pooling in the first two blocks only
+    assert isinstance(rn.relation, RelationModule)
+    assert rn.relation.fc[0].in_features == 64 and rn.relation.fc[0].out_features == 8
+    sx = torch.rand(10, 1, 28, 28)
+    logits = rn.predict(sx, torch.arange(5).repeat(2), torch.rand(7, 1, 28, 28))
+    assert logits.shape == (7, 5)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="loss='hinge'"):
+        RelationNetwork(loss="hinge")
+    with pytest.raises(ValueError, match="needs \\[B, C, H, W\\] feature maps"):
+        RelationNetwork(embedding=nn.Flatten())
