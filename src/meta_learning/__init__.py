@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "MLP",
     "Accuracy",
     "Conv4",
     "Episode",
@@ -41,7 +42,6 @@ __all__ = [
     "ExperimentConfig",
     "History",
     "ImageFolderFewShot",
-    "MLP",
     "MiniImageNet",
     "Omniglot",
     "PrototypicalNetwork",

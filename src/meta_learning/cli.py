@@ -30,7 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a learner from a config and evaluate it on the test split")
     train.add_argument("config", help="a YAML/JSON config file, a shipped config name, or a run folder")
     train.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.lr=0.0005 (repeatable)",
     )
     train.add_argument("--run-dir", help="run folder (default: the config's run_dir or runs/<name>-<time>)")
@@ -41,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", help="a run folder written by `meta-learning train`")
     ev.add_argument("--way", type=int, help="ways per test episode (default: the config's test_way)")
     ev.add_argument("--shot", type=int, help="shots per test episode (default: the config's test_shot)")
-    ev.add_argument("--episodes", type=int, help="number of test episodes (default: the config's eval.episodes)")
+    ev.add_argument(
+        "--episodes", type=int, help="number of test episodes (default: the config's eval.episodes)"
+    )
     ev.add_argument("--checkpoint", choices=("best", "last"), default="best")
 
     ds = sub.add_parser("datasets", help="list the datasets found under the data root")
@@ -114,7 +120,12 @@ def _cmd_configs(_: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "datasets": _cmd_datasets, "configs": _cmd_configs}
+    handlers = {
+        "train": _cmd_train,
+        "evaluate": _cmd_evaluate,
+        "datasets": _cmd_datasets,
+        "configs": _cmd_configs,
+    }
     try:
         return handlers[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -3,4 +3,12 @@
 from meta_learning.training.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from meta_learning.training.loop import EpisodicModel, History, StepOutput, fit
 
-__all__ = ["EpisodicModel", "History", "StepOutput", "fit", "load_checkpoint", "load_model_weights", "save_checkpoint"]
+__all__ = [
+    "EpisodicModel",
+    "History",
+    "StepOutput",
+    "fit",
+    "load_checkpoint",
+    "load_model_weights",
+    "save_checkpoint",
+]
