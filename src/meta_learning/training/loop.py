@@ -153,6 +153,7 @@ def fit(
     history = History()
     start = 0
     evals_since_best = 0
+    running = [0.0, 0.0, 0]  # loss sum, accuracy sum, steps since the last log line
     if run is not None and ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         last = ckpt_dir / "last.pt"
@@ -170,6 +171,7 @@ def fit(
             start = int(state["step"])
             history = History(**json.loads(state["history"]))
             evals_since_best = int(state["evals_since_best"])
+            running = list(state["running"])
             _truncate_jsonl(run / "metrics.jsonl", start)
         elif not resume and (run / "metrics.jsonl").exists():
             (run / "metrics.jsonl").unlink()
@@ -191,13 +193,12 @@ def fit(
                 "torch_rng": torch.get_rng_state(),
                 "history": json.dumps(history.to_dict()),
                 "evals_since_best": evals_since_best,
+                "running": running,
             },
         )
 
     bar = _progress_bar(progress, total=num_episodes, initial=start)
     t0 = time.perf_counter() - history.wall_time_s
-    run_loss = run_acc = 0.0
-    n_run = 0
     learner.train()
     for step in range(start + 1, num_episodes + 1):
         batch = stream.sample()
@@ -212,15 +213,13 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         loss_value = float(out.loss.detach())
-        run_loss += loss_value
-        run_acc += out.accuracy
-        n_run += 1
+        running = [running[0] + loss_value, running[1] + out.accuracy, int(running[2]) + 1]
         record = {"step": step, "loss": loss_value, "accuracy": out.accuracy}
         if step % log_every == 0 or step == num_episodes:
             entry = {
                 "step": step,
-                "loss": run_loss / n_run,
-                "accuracy": run_acc / n_run,
+                "loss": running[0] / running[2],
+                "accuracy": running[1] / running[2],
                 "lr": optimizer.param_groups[0]["lr"],
                 "time_s": time.perf_counter() - t0,
             }
@@ -228,8 +227,7 @@ def fit(
             _append_jsonl(run, {"kind": "train", **entry})
             if bar is not None:
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
-            run_loss = run_acc = 0.0
-            n_run = 0
+            running = [0.0, 0.0, 0]
         stop = False
         if val_episodes is not None and (step % eval_every == 0 or step == num_episodes):
             acc = learner.evaluate(val_episodes)  # type: ignore[operator]

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _toy import ToyDataset
+from torch import nn
+
+from meta_learning import EpisodeSampler, PrototypicalNetwork
+from meta_learning._io import safe_torch_load
+from meta_learning.training import StepOutput, fit
+
+
+class Drop(nn.Module):
+    """Encoder with dropout, so the global RNG matters and resume must restore it."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 8))
+
+    def forward(self, x):
+        return self.net(x[:, 2:])  # drop the index/label columns
+
+
+def setup(seed=0):
+    torch.manual_seed(seed)
+    ds = ToyDataset([12] * 10, extra_dims=8)
+    learner = PrototypicalNetwork(Drop())
+    sampler = EpisodeSampler(ds, n_way=4, k_shot=1, n_query=3, seed=seed)
+    val = EpisodeSampler(ds, 4, 1, 3).evaluation_episodes(5, seed=1)
+    return learner, sampler, val
+
+
+class Interrupt(Exception):
+    pass
+
+
+def kill_after(n):
+    def cb(step, record):
+        if step == n:
+            raise Interrupt
+
+    return cb
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    kw = {"num_episodes": 30, "lr": 1e-2, "lr_decay_every": 7, "eval_every": 5, "checkpoint_every": 4, "progress": False}
+    learner, sampler, val = setup()
+    fit(learner, sampler, val_episodes=val, run_dir=tmp_path / "a", **kw)
+    reference = {k: v.clone() for k, v in learner.state_dict().items()}
+
+    learner, sampler, val = setup()
+    with pytest.raises(Interrupt):  # killed at step 18; last checkpoint at 16
+        fit(learner, sampler, val_episodes=val, run_dir=tmp_path / "b", callbacks=[kill_after(18)], **kw)
+    assert safe_torch_load(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 16
+    torch.manual_seed(999)  # a fresh process would have another RNG state
+    learner, sampler, val = setup(seed=5)  # different init: everything must come from the checkpoint
+    sampler = EpisodeSampler(sampler.dataset, 4, 1, 3, seed=0)
+    history = fit(learner, sampler, val_episodes=val, run_dir=tmp_path / "b", resume=True, **kw)
+    for k, v in learner.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+    assert history.steps == 30
+    # the metrics log has no duplicate steps after truncation + replay
+    recs = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in recs if r["kind"] == "train"]
+    assert train_steps == sorted(set(train_steps)) == list(range(10, 31, 10))
+    a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(x).items() if k != "time_s"} for x in a]
+    assert strip == [{k: v for k, v in json.loads(x).items() if k != "time_s"} for x in b]
+
+
+def test_best_checkpoint_holds_the_best_validation_weights(tmp_path):
+    learner, sampler, val = setup()
+    history = fit(learner, sampler, num_episodes=20, val_episodes=val, eval_every=5, run_dir=tmp_path, progress=False)
+    accs = [v["accuracy"] for v in history.val]
+    assert history.best_val_accuracy == max(accs)
+    assert history.best_step == history.val[accs.index(max(accs))]["step"]
+    best = safe_torch_load(tmp_path / "checkpoints" / "best.pt")
+    assert best["step"] == history.best_step
+    learner.load_state_dict(best["model"])
+    assert learner.evaluate(val).mean == pytest.approx(history.best_val_accuracy)
+
+
+def test_early_stopping_after_patience_evaluations():
+    learner, sampler, val = setup()
+    # lr so small that validation accuracy cannot improve after the first evaluation
+    history = fit(learner, sampler, num_episodes=100, lr=1e-12, val_episodes=val, eval_every=2, patience=3, progress=False)
+    assert history.stopped_early
+    assert history.steps == 8 and len(history.val) == 4
+
+
+def test_training_improves_validation_accuracy():
+    learner, sampler, val = setup()
+    before = learner.evaluate(val).mean
+    fit(learner, sampler, num_episodes=60, lr=1e-2, progress=False)
+    assert learner.evaluate(val).mean > max(before, 0.5)
+
+
+def test_non_finite_loss_is_an_error():
+    learner, sampler, _ = setup()
+
+    def bad_step(batch):
+        return StepOutput(torch.tensor(float("nan"), requires_grad=True), 0.0)
+
+    with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
+        fit(learner, sampler, num_episodes=3, step_fn=bad_step, progress=False)
+
+
+def test_argument_errors(tmp_path):
+    learner, sampler, _ = setup()
+    with pytest.raises(ValueError, match="num_episodes=0"):
+        fit(learner, sampler, num_episodes=0)
+    with pytest.raises(ValueError, match="resume=True needs run_dir"):
+        fit(learner, sampler, resume=True)
+    with pytest.raises(TypeError, match="episodes must be a sampler"):
+        fit(learner, 42)
+    with pytest.raises(ValueError, match="ran out before num_episodes"):
+        fit(learner, [sampler.sample()], num_episodes=2, progress=False)
