@@ -38,9 +38,7 @@ def test_cosine_logits_use_the_temperature():
 def test_shuffled_support_gives_the_same_logits():
     perm = torch.tensor([2, 0, 3, 1])
     net = identity_net()
-    torch.testing.assert_close(
-        net.predict(SUPPORT[perm], LABELS[perm], QUERY), net.predict(SUPPORT, LABELS, QUERY)
-    )
+    torch.testing.assert_close(net.predict(SUPPORT[perm], LABELS[perm], QUERY), net.predict(SUPPORT, LABELS, QUERY))
 
 
 def test_classify_returns_labels_in_the_callers_label_space():

@@ -44,9 +44,7 @@ def test_k_shot_class_features_are_summed_and_paired_class_first():
 
 def test_shuffled_support_same_scores():
     perm = torch.tensor([3, 1, 0, 2])
-    torch.testing.assert_close(
-        net().predict(SUPPORT[perm], LABELS[perm], QUERY), net().predict(SUPPORT, LABELS, QUERY)
-    )
+    torch.testing.assert_close(net().predict(SUPPORT[perm], LABELS[perm], QUERY), net().predict(SUPPORT, LABELS, QUERY))
 
 
 def test_mse_loss_on_one_hot_relation_scores():
@@ -59,14 +57,10 @@ def test_mse_loss_on_one_hot_relation_scores():
 
 
 def test_cross_entropy_option():
-    n = RelationNetwork(
-        embedding=AsMap(), relation=LinearRelation([0.1, -0.2, 0.3, 0.05]), loss="cross_entropy"
-    )
+    n = RelationNetwork(embedding=AsMap(), relation=LinearRelation([0.1, -0.2, 0.3, 0.05]), loss="cross_entropy")
     ep = Episode(SUPPORT, LABELS, QUERY, torch.tensor([1]))
     logits = n.predict(SUPPORT, LABELS, QUERY)
-    torch.testing.assert_close(
-        n.training_step(ep).loss, nn.functional.cross_entropy(logits, torch.tensor([1]))
-    )
+    torch.testing.assert_close(n.training_step(ep).loss, nn.functional.cross_entropy(logits, torch.tensor([1])))
 
 
 def test_default_modules_follow_the_paper_shapes():

@@ -45,7 +45,14 @@ def kill_after(n):
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
-    kw = {"num_episodes": 30, "lr": 1e-2, "lr_decay_every": 7, "eval_every": 5, "checkpoint_every": 4, "progress": False}
+    kw = {
+        "num_episodes": 30,
+        "lr": 1e-2,
+        "lr_decay_every": 7,
+        "eval_every": 5,
+        "checkpoint_every": 4,
+        "progress": False,
+    }
     learner, sampler, val = setup()
     fit(learner, sampler, val_episodes=val, run_dir=tmp_path / "a", **kw)
     reference = {k: v.clone() for k, v in learner.state_dict().items()}
@@ -86,7 +93,9 @@ def test_best_checkpoint_holds_the_best_validation_weights(tmp_path):
 def test_early_stopping_after_patience_evaluations():
     learner, sampler, val = setup()
     # lr so small that validation accuracy cannot improve after the first evaluation
-    history = fit(learner, sampler, num_episodes=100, lr=1e-12, val_episodes=val, eval_every=2, patience=3, progress=False)
+    history = fit(
+        learner, sampler, num_episodes=100, lr=1e-12, val_episodes=val, eval_every=2, patience=3, progress=False
+    )
     assert history.stopped_early
     assert history.steps == 8 and len(history.val) == 4
 
@@ -118,3 +127,20 @@ def test_argument_errors(tmp_path):
         fit(learner, 42)
     with pytest.raises(ValueError, match="ran out before num_episodes"):
         fit(learner, [sampler.sample()], num_episodes=2, progress=False)
+
+
+def test_time_budget_stops_with_a_validation_and_a_checkpoint(tmp_path):
+    learner, sampler, val = setup()
+    history = fit(
+        learner,
+        sampler,
+        num_episodes=1000,
+        val_episodes=val,
+        eval_every=500,
+        max_time_s=1e-9,
+        run_dir=tmp_path,
+        progress=False,
+    )
+    assert history.stopped_by_time and not history.stopped_early
+    assert history.steps == 1 and [v["step"] for v in history.val] == [1]
+    assert safe_torch_load(tmp_path / "checkpoints" / "last.pt")["step"] == 1

@@ -53,6 +53,7 @@ class History:
     best_step: int | None = None
     best_val_accuracy: float | None = None
     stopped_early: bool = False
+    stopped_by_time: bool = False
     steps: int = 0
     wall_time_s: float = 0.0
 
@@ -102,6 +103,7 @@ def fit(
     val_episodes: Sequence[Any] | None = None,
     eval_every: int = 500,
     patience: int | None = None,
+    max_time_s: float | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 500,
     resume: bool = False,
@@ -121,6 +123,8 @@ def fit(
             ``lr_decay_every`` is set (ProtoNet halves the rate every 2,000 episodes).
         val_episodes: fixed validation episodes, evaluated every ``eval_every`` steps and at the end.
         patience: stop after this many validations without improvement (``None``: never).
+        max_time_s: stop (with a validation and a checkpoint) after the step that passes this much training
+            wall time, counted over all sessions of a resumed run (``None``: no limit).
         run_dir: where ``metrics.jsonl`` and ``checkpoints/{last,best}.pt`` go (``None``: nothing is written).
         checkpoint_every: steps between resumable checkpoints (also written at the end).
         resume: continue from ``run_dir/checkpoints/last.pt`` if it exists.
@@ -137,6 +141,8 @@ def fit(
     check_positive_int("log_every", log_every)
     if patience is not None:
         check_positive_int("patience", patience)
+    if max_time_s is not None:
+        check_positive_float("max_time_s", max_time_s)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir: the checkpoint to resume from lives there")
     stream = _as_stream(episodes)
@@ -228,8 +234,11 @@ def fit(
             if bar is not None:
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
             running = [0.0, 0.0, 0]
+        out_of_time = max_time_s is not None and time.perf_counter() - t0 >= max_time_s
         stop = False
-        if val_episodes is not None and (step % eval_every == 0 or step == num_episodes):
+        if out_of_time:
+            history.stopped_by_time = stop = True
+        if val_episodes is not None and (step % eval_every == 0 or step == num_episodes or out_of_time):
             acc = learner.evaluate(val_episodes)  # type: ignore[operator]
             val = {"step": step, "accuracy": acc.mean, "ci95": acc.ci95, "time_s": time.perf_counter() - t0}
             history.val.append(val)
