@@ -261,12 +261,15 @@ class TrainConfig:
     eval_every: int = 500
     val_episodes: int = 200
     patience: int | None = None
+    max_time_s: float | None = None
     checkpoint_every: int = 500
     progress: bool = True
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        if self.max_time_s is not None:
+            _checks.check_positive_float("max_time_s", self.max_time_s)
         for name in ("num_episodes", "eval_every", "val_episodes", "checkpoint_every", "lr_decay_every", "patience"):
             if getattr(self, name) is not None:  # only the last two may be None, as their annotations say
                 _checks.check_positive_int(name, getattr(self, name))

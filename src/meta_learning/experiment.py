@@ -141,6 +141,7 @@ def train_experiment(
         val_episodes=val_eps,
         eval_every=t.eval_every,
         patience=t.patience,
+        max_time_s=t.max_time_s,
         run_dir=run,
         checkpoint_every=t.checkpoint_every,
         resume=resume,

@@ -1,0 +1,167 @@
+"""ProtoNet and RelationNet on Omniglot (Vinyals split): accuracy, training time, throughput, profile.
+
+Usage:
+    python benchmarks/fewshot_omniglot.py                       # everything, ~30 min of training per model
+    python benchmarks/fewshot_omniglot.py --learners protonet --shots 1 --minutes 5
+    python benchmarks/fewshot_omniglot.py --throughput-only
+
+Trains one model per (learner, shot) on the train split (best validation checkpoint kept), then evaluates it on
+>= 1,000 fixed test episodes at 5-way and 20-way. ProtoNet trains on 60-way episodes (Snell et al.); RelationNet
+on 5-way episodes with 19 queries (Sung et al. train 5-way and 20-way models separately; we evaluate the 5-way
+model at 20-way too — see RESULTS.md). Prints a table and writes JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine_info, matmul_peak_gflops  # noqa: E402
+
+from meta_learning._io import atomic_write_json  # noqa: E402
+from meta_learning.config import load_config  # noqa: E402
+from meta_learning.data.omniglot import Omniglot  # noqa: E402
+from meta_learning.data.sampler import EpisodeSampler  # noqa: E402
+from meta_learning.experiment import build_learner, evaluate_learner, resolve_config_path, train_experiment  # noqa: E402
+from meta_learning.training.checkpoint import load_model_weights  # noqa: E402
+
+PAPER = {
+    "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9},
+    "relationnet": {"5w1s": 99.6, "5w5s": 99.8, "20w1s": 97.6, "20w5s": 99.1},
+}
+
+
+def throughput(cfg_name: str, root: str | None, steps: int = 10) -> dict[str, float]:
+    """Training episodes/s and achieved GFLOP/s of the learner's forward+backward on its training episodes."""
+    cfg = load_config(resolve_config_path(cfg_name))
+    torch.manual_seed(0)
+    learner = build_learner(cfg)
+    d = cfg.data
+    sampler = EpisodeSampler(Omniglot(root=root, split="train"), d.train_way, d.train_shot, d.train_query, seed=0)
+    opt = torch.optim.Adam(learner.parameters(), 1e-3)
+    episodes = [sampler.sample() for _ in range(steps + 3)]
+
+    def step(ep):
+        opt.zero_grad(set_to_none=True)
+        out = learner.training_step(ep)
+        out.loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step(episodes[0])
+    flops = counter.get_total_flops()
+    for ep in episodes[1:3]:
+        step(ep)
+    t = time.perf_counter()
+    for ep in episodes[3:]:
+        step(ep)
+    dt = (time.perf_counter() - t) / steps
+    t = time.perf_counter()
+    for _ in range(steps):
+        sampler.sample()
+    sample_dt = (time.perf_counter() - t) / steps
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for ep in episodes[:3]:
+            step(ep)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    top = [
+        {"op": e.key, "share": e.self_cpu_time_total / total}
+        for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
+    ]
+    return {
+        "images_per_episode": d.train_way * (d.train_shot + d.train_query),
+        "episode_s": dt,
+        "episodes_per_s": 1 / dt,
+        "gflop_per_episode": flops / 1e9,
+        "achieved_gflops": flops / dt / 1e9,
+        "sampling_ms_per_episode": 1e3 * sample_dt,
+        "profile_top_ops": top,
+        "profile_table": table,
+    }
+
+
+def train_and_evaluate(learner: str, shot: int, minutes: float, root: str | None, out_dir: Path) -> dict:
+    name = f"{learner}_omniglot_5w{shot}s"
+    cfg = load_config(resolve_config_path(name))
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, root=root, download=False),
+        train=replace(cfg.train, max_time_s=60 * minutes, num_episodes=10**6, progress=False),
+    )
+    run = out_dir / "runs" / name
+    results = train_experiment(cfg, run, progress=False, resume=(run / "checkpoints" / "last.pt").exists())
+    trained = build_learner(cfg)
+    load_model_weights(trained, run / "checkpoints" / "best.pt")
+    evals = {}
+    for way in (5, 20):
+        t = time.perf_counter()
+        acc = evaluate_learner(cfg, trained, n_way=way, k_shot=shot)
+        evals[f"{way}w{shot}s"] = {**acc.to_dict(), "eval_s": time.perf_counter() - t}
+    return {
+        "learner": learner,
+        "shot": shot,
+        "train_way": cfg.data.train_way,
+        "train_query": cfg.data.train_query,
+        "steps": results["steps"],
+        "train_wall_time_s": results["train_wall_time_s"],
+        "best_step": results["best_step"],
+        "best_val_accuracy": results["best_val_accuracy"],
+        "test": evals,
+        "run_dir": str(run),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--learners", nargs="+", default=["protonet", "relationnet"], choices=sorted(PAPER))
+    parser.add_argument("--shots", nargs="+", type=int, default=[1, 5])
+    parser.add_argument("--minutes", type=float, default=30.0, help="training time budget per model")
+    parser.add_argument("--root", default=None, help="data root (default: $META_LEARNING_DATA)")
+    parser.add_argument("--out", default="benchmarks/out/fewshot_omniglot.json")
+    parser.add_argument("--throughput-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    out = Path(args.out)
+    report: dict = {"machine": machine_info(), "matmul_peak_gflops": matmul_peak_gflops()}
+    report["throughput"] = {
+        name: throughput(name, args.root)
+        for name in ("protonet_omniglot_5w1s", "protonet_omniglot_5w5s", "relationnet_omniglot_5w1s")
+    }
+    print(f"matmul peak (2048^2 fp32): {report['matmul_peak_gflops']:.1f} GFLOP/s")
+    for name, tp in report["throughput"].items():
+        print(
+            f"{name:<28} {tp['episodes_per_s']:6.2f} episodes/s  {tp['images_per_episode']:4d} img/episode  "
+            f"{tp['achieved_gflops']:6.1f} GFLOP/s ({100 * tp['achieved_gflops'] / report['matmul_peak_gflops']:.0f}%"
+            f" of peak)  sampling {tp['sampling_ms_per_episode']:.2f} ms"
+        )
+    print(report["throughput"]["protonet_omniglot_5w1s"]["profile_table"])
+    atomic_write_json(out, report)
+    if not args.throughput_only:
+        report["runs"] = []
+        for learner in args.learners:
+            for shot in args.shots:
+                res = train_and_evaluate(learner, shot, args.minutes, args.root, out.parent)
+                report["runs"].append(res)
+                atomic_write_json(out, report)
+        print(f"\n{'learner':<12} {'setting':<7} {'ours (95% CI)':<18} {'paper':>6} {'train':>8} {'steps':>6}")
+        for res in report["runs"]:
+            for setting, acc in res["test"].items():
+                print(
+                    f"{res['learner']:<12} {setting:<7} {100 * acc['mean']:6.2f} ± {100 * acc['ci95']:.2f}     "
+                    f"{PAPER[res['learner']][setting]:6.1f} {res['train_wall_time_s'] / 60:6.1f}m {res['steps']:6d}"
+                )
+    atomic_write_json(out, report)
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
