@@ -43,6 +43,7 @@ def download_url(url: str, dest_path: str | os.PathLike[str], sha256: str, *, pr
         ``dest_path`` as a :class:`~pathlib.Path`.
 
     Raises:
+        TypeError: ``sha256`` is not a string.
         ValueError: ``sha256`` is not a 64-character hex digest.
         RuntimeError: the downloaded bytes do not match ``sha256`` (the partial file is deleted).
         OSError: the URL cannot be opened or the destination cannot be written.
@@ -50,8 +51,10 @@ def download_url(url: str, dest_path: str | os.PathLike[str], sha256: str, *, pr
     Example:
         >>> download_url("https://example.org/data.zip", "data/data.zip", sha256="9f86d0...")  # doctest: +SKIP
     """
-    expected = sha256.lower() if isinstance(sha256, str) else sha256
-    if not isinstance(expected, str) or not _SHA256_RE.match(expected):
+    if not isinstance(sha256, str):
+        raise TypeError(f"sha256 must be a hex digest string, got {type(sha256).__name__} ({sha256!r})")
+    expected = sha256.lower()
+    if not _SHA256_RE.match(expected):
         raise ValueError(f"sha256={sha256!r} is not a sha256 hex digest; expected 64 hexadecimal characters")
     dest = Path(dest_path).expanduser()
     if dest.is_file() and sha256_file(dest) == expected:
