@@ -97,14 +97,7 @@ class Sinusoid:
     def sample_batch(self, batch_size: int, generator: torch.Generator | None = None) -> EpisodeBatch:
         """``batch_size`` tasks stacked: ``support_x [B, K, 1]`` ..., ``classes [B, 0]``."""
         check_positive_int("batch_size", batch_size)
-        eps = [self.sample(generator) for _ in range(batch_size)]
-        return EpisodeBatch(
-            torch.stack([e.support_x for e in eps]),
-            torch.stack([e.support_y for e in eps]),
-            torch.stack([e.query_x for e in eps]),
-            torch.stack([e.query_y for e in eps]),
-            torch.zeros(batch_size, 0, dtype=torch.long),
-        )
+        return EpisodeBatch.from_episodes([self.sample(generator) for _ in range(batch_size)])
 
     def __iter__(self) -> Iterator[Episode]:
         """Endless stream of tasks from the family's generator."""
