@@ -21,9 +21,7 @@ from meta_learning import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="meta-learning", description="Train and evaluate few-shot and meta-learners."
-    )
+    parser = argparse.ArgumentParser(prog="meta-learning", description="Train and evaluate few-shot and meta-learners.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -45,9 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", help="a run folder written by `meta-learning train`")
     ev.add_argument("--way", type=int, help="ways per test episode (default: the config's test_way)")
     ev.add_argument("--shot", type=int, help="shots per test episode (default: the config's test_shot)")
-    ev.add_argument(
-        "--episodes", type=int, help="number of test episodes (default: the config's eval.episodes)"
-    )
+    ev.add_argument("--episodes", type=int, help="number of test episodes (default: the config's eval.episodes)")
     ev.add_argument("--checkpoint", choices=("best", "last"), default="best")
 
     ds = sub.add_parser("datasets", help="list the datasets found under the data root")

@@ -100,9 +100,7 @@ def evaluation_sampler(
 ) -> EpisodeSampler:
     """The sampler of fixed evaluation episodes (test way/shot/query unless overridden)."""
     d = cfg.data
-    return EpisodeSampler(
-        dataset, n_way or d.test_way, k_shot or d.test_shot, d.test_query, seed=cfg.eval.seed
-    )
+    return EpisodeSampler(dataset, n_way or d.test_way, k_shot or d.test_shot, d.test_query, seed=cfg.eval.seed)
 
 
 def train_experiment(
@@ -125,9 +123,7 @@ def train_experiment(
     train_set = build_dataset(d, d.train_split)
     val_set = build_dataset(d, d.val_split)
     sampler = EpisodeSampler(train_set, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
-    val_eps = [
-        e.to(device) for e in evaluation_sampler(cfg, val_set).evaluation_episodes(t.val_episodes, seed=0)
-    ]
+    val_eps = [e.to(device) for e in evaluation_sampler(cfg, val_set).evaluation_episodes(t.val_episodes, seed=0)]
     stream = _DeviceStream(sampler, device)
     started = time.perf_counter()
     history = fit(
@@ -187,9 +183,7 @@ def evaluate_learner(
     return learner.evaluate(e.to(device) for e in episodes)
 
 
-def load_run(
-    run_dir: str | os.PathLike[str], checkpoint: str = "best"
-) -> tuple[ExperimentConfig, EpisodicLearner]:
+def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best") -> tuple[ExperimentConfig, EpisodicLearner]:
     """Rebuild a run's learner from its ``config.yaml`` and load ``checkpoints/{checkpoint}.pt``."""
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():

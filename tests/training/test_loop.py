@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from _toy import ToyDataset
 from torch import nn
 
+from _toy import ToyDataset
 from meta_learning import EpisodeSampler, PrototypicalNetwork
 from meta_learning._io import safe_torch_load
 from meta_learning.training import StepOutput, fit

@@ -107,9 +107,7 @@ class EpisodeBatch:
         _validate_split("support", self.support_x, self.support_y, batch_dims=1)
         _validate_split("query", self.query_x, self.query_y, batch_dims=1)
         _validate_pair(self.support_x, self.support_y, self.query_x, self.query_y, batch_dims=1)
-        sizes = {
-            t.shape[0] for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.classes)
-        }
+        sizes = {t.shape[0] for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.classes)}
         if len(sizes) != 1:
             raise ValueError(f"EpisodeBatch tensors disagree on the batch size B: got sizes {sorted(sizes)}")
 
@@ -166,9 +164,7 @@ class EpisodeBatch:
 
 def _validate_split(which: str, x: Tensor, y: Tensor, batch_dims: int) -> None:
     if x.dim() < batch_dims + 1:
-        raise ValueError(
-            f"{which}_x has shape {tuple(x.shape)}; expected at least {batch_dims + 1} dimensions"
-        )
+        raise ValueError(f"{which}_x has shape {tuple(x.shape)}; expected at least {batch_dims + 1} dimensions")
     if y.shape[: batch_dims + 1] != x.shape[: batch_dims + 1]:
         raise ValueError(
             f"{which}_y has shape {tuple(y.shape)} but {which}_x has shape {tuple(x.shape)}; "
@@ -176,9 +172,7 @@ def _validate_split(which: str, x: Tensor, y: Tensor, batch_dims: int) -> None:
         )
     if _is_classification(y):
         if y.dim() != batch_dims + 1:
-            raise ValueError(
-                f"{which}_y holds class labels and must be 1-D per episode, got {tuple(y.shape)}"
-            )
+            raise ValueError(f"{which}_y holds class labels and must be 1-D per episode, got {tuple(y.shape)}")
         if y.numel() and int(y.min()) < 0:
             raise ValueError(f"{which}_y has a negative label {int(y.min())}; labels must be in 0..N-1")
 

@@ -63,9 +63,7 @@ class PrototypicalNetwork(EpisodicLearner):
         >>> predictions = proto_net.classify(query_samples=qx, support_samples=sx, support_labels=sy)
     """
 
-    def __init__(
-        self, encoder: nn.Module, distance_metric: str = "euclidean", temperature: float = 10.0
-    ) -> None:
+    def __init__(self, encoder: nn.Module, distance_metric: str = "euclidean", temperature: float = 10.0) -> None:
         super().__init__()
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")

@@ -31,9 +31,7 @@ class RelationModule(nn.Module):
     Shapes: ``pairs [P, 2C, H, W] -> [P]`` pre-sigmoid relation logits.
     """
 
-    def __init__(
-        self, in_channels: int, spatial: tuple[int, int], hidden_channels: int = 64, hidden: int = 8
-    ) -> None:
+    def __init__(self, in_channels: int, spatial: tuple[int, int], hidden_channels: int = 64, hidden: int = 8) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("hidden", hidden)
@@ -46,9 +44,7 @@ class RelationModule(nn.Module):
         )
         out_h = h // (2 ** (int(pool1) + int(pool2)))
         out_w = w // (2 ** (int(pool1) + int(pool2)))
-        self.fc = nn.Sequential(
-            nn.Linear(hidden_channels * out_h * out_w, hidden), nn.ReLU(), nn.Linear(hidden, 1)
-        )
+        self.fc = nn.Sequential(nn.Linear(hidden_channels * out_h * out_w, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, pairs: Tensor) -> Tensor:
         return self.fc(self.convs(pairs).flatten(1)).squeeze(-1)

@@ -60,13 +60,9 @@ class Conv4(nn.Module):
         check_positive_int("in_channels", in_channels)
         check_positive_int("hidden_channels", hidden_channels)
         check_positive_int("num_blocks", num_blocks)
-        pool_blocks = (
-            num_blocks if pool_blocks is None else check_non_negative_int("pool_blocks", pool_blocks)
-        )
+        pool_blocks = num_blocks if pool_blocks is None else check_non_negative_int("pool_blocks", pool_blocks)
         if pool_blocks > num_blocks:
-            raise ValueError(
-                f"pool_blocks={pool_blocks} but num_blocks={num_blocks}; it must be <= num_blocks"
-            )
+            raise ValueError(f"pool_blocks={pool_blocks} but num_blocks={num_blocks}; it must be <= num_blocks")
         channels: Sequence[int] = [in_channels] + [hidden_channels] * num_blocks
         self.features = nn.Sequential(
             *[conv_block(channels[i], channels[i + 1], pool=i < pool_blocks) for i in range(num_blocks)]

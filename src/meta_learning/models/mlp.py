@@ -27,9 +27,7 @@ class MLP(nn.Module):
         torch.Size([5, 1])
     """
 
-    def __init__(
-        self, in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu"
-    ) -> None:
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu") -> None:
         super().__init__()
         check_positive_int("in_features", in_features)
         check_positive_int("out_features", out_features)

@@ -71,9 +71,7 @@ class _IterableStream:
         try:
             return next(self._it)
         except StopIteration:
-            raise ValueError(
-                "the episode iterable ran out before num_episodes steps; pass a sampler"
-            ) from None
+            raise ValueError("the episode iterable ran out before num_episodes steps; pass a sampler") from None
 
 
 def _as_stream(episodes: Any) -> Any:
@@ -211,9 +209,7 @@ def fit(
         optimizer.zero_grad(set_to_none=True)
         out = train_step(batch)
         if not torch.isfinite(out.loss):
-            raise FloatingPointError(
-                f"loss became {out.loss.item()} at step {step}; lower lr or check the data"
-            )
+            raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower lr or check the data")
         out.loss.backward()
         optimizer.step()
         if scheduler is not None:
