@@ -14,7 +14,6 @@ model at 20-way too — see RESULTS.md). Prints a table and writes JSON to --out
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -24,14 +23,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine_info, matmul_peak_gflops  # noqa: E402
+from _machine import machine_info, matmul_peak_gflops
 
-from meta_learning._io import atomic_write_json  # noqa: E402
-from meta_learning.config import load_config  # noqa: E402
-from meta_learning.data.omniglot import Omniglot  # noqa: E402
-from meta_learning.data.sampler import EpisodeSampler  # noqa: E402
-from meta_learning.experiment import build_learner, evaluate_learner, resolve_config_path, train_experiment  # noqa: E402
-from meta_learning.training.checkpoint import load_model_weights  # noqa: E402
+from meta_learning._io import atomic_write_json
+from meta_learning.config import load_config
+from meta_learning.data.omniglot import Omniglot
+from meta_learning.data.sampler import EpisodeSampler
+from meta_learning.experiment import build_learner, evaluate_learner, resolve_config_path, train_experiment
+from meta_learning.training.checkpoint import load_model_weights
 
 PAPER = {
     "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9},
@@ -128,22 +127,24 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="data root (default: $META_LEARNING_DATA)")
     parser.add_argument("--out", default="benchmarks/out/fewshot_omniglot.json")
     parser.add_argument("--throughput-only", action="store_true")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the throughput/profile section")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
     report: dict = {"machine": machine_info(), "matmul_peak_gflops": matmul_peak_gflops()}
-    report["throughput"] = {
-        name: throughput(name, args.root)
-        for name in ("protonet_omniglot_5w1s", "protonet_omniglot_5w5s", "relationnet_omniglot_5w1s")
-    }
     print(f"matmul peak (2048^2 fp32): {report['matmul_peak_gflops']:.1f} GFLOP/s")
+    names = (
+        () if args.no_throughput else ("protonet_omniglot_5w1s", "protonet_omniglot_5w5s", "relationnet_omniglot_5w1s")
+    )
+    report["throughput"] = {name: throughput(name, args.root) for name in names}
     for name, tp in report["throughput"].items():
         print(
             f"{name:<28} {tp['episodes_per_s']:6.2f} episodes/s  {tp['images_per_episode']:4d} img/episode  "
             f"{tp['achieved_gflops']:6.1f} GFLOP/s ({100 * tp['achieved_gflops'] / report['matmul_peak_gflops']:.0f}%"
             f" of peak)  sampling {tp['sampling_ms_per_episode']:.2f} ms"
         )
-    print(report["throughput"]["protonet_omniglot_5w1s"]["profile_table"])
+    if names:
+        print(report["throughput"][names[0]]["profile_table"])
     atomic_write_json(out, report)
     if not args.throughput_only:
         report["runs"] = []
