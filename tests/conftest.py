@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from _toy import ToyDataset
 
@@ -28,6 +27,7 @@ def data_root() -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _deterministic_threads():
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+@pytest.fixture(scope="session")
+def omniglot_session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the whole session, so real Omniglot is preprocessed at most once per run."""
+    return tmp_path_factory.mktemp("omniglot-cache")

@@ -71,9 +71,3 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
 @pytest.fixture
 def fake_omniglot() -> Callable[..., FakeOmniglot]:
     return write_omniglot_set
-
-
-@pytest.fixture(scope="session")
-def omniglot_session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache folder for the whole session, so real Omniglot is preprocessed at most once per run."""
-    return tmp_path_factory.mktemp("omniglot-cache")
