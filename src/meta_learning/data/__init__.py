@@ -7,11 +7,13 @@ from meta_learning.data.image_folder import ImageFolderFewShot, MiniImageNet
 from meta_learning.data.omniglot import Omniglot
 from meta_learning.data.sampler import EpisodeSampler
 from meta_learning.data.sinusoid import Sinusoid, SinusoidParams
+from meta_learning.data.source import EpisodeSource
 
 __all__ = [
     "Episode",
     "EpisodeBatch",
     "EpisodeSampler",
+    "EpisodeSource",
     "ImageFolderFewShot",
     "LabelledDataset",
     "MiniImageNet",

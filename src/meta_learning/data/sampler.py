@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from meta_learning._checks import check_non_negative_int, check_positive_int
 from meta_learning.data.base import gather, labels_of
-from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning.data.episode import Episode
+from meta_learning.data.source import EpisodeSource
 
 
-class EpisodeSampler:
+class EpisodeSampler(EpisodeSource):
     """Draws N-way K-shot episodes from a labelled dataset, deterministically for a seed.
 
     Each episode picks ``n_way`` distinct classes, then ``k_shot + n_query`` distinct examples of each, and
@@ -35,6 +34,7 @@ class EpisodeSampler:
     """
 
     def __init__(self, dataset: Any, n_way: int, k_shot: int, n_query: int, seed: int = 0) -> None:
+        super().__init__(seed)
         self.dataset = dataset
         self.n_way = check_positive_int("n_way", n_way)
         self.k_shot = check_positive_int("k_shot", k_shot)
@@ -56,7 +56,6 @@ class EpisodeSampler:
         starts = np.concatenate([[0], np.cumsum(counts)])
         self.classes = torch.as_tensor(classes, dtype=torch.long)
         self._class_indices = [torch.as_tensor(order[starts[i] : starts[i + 1]]) for i in range(len(classes))]
-        self.generator = torch.Generator().manual_seed(int(seed))
 
     def __repr__(self) -> str:
         return (
@@ -86,33 +85,3 @@ class EpisodeSampler:
             query_y=labels.repeat_interleave(self.n_query),
             classes=tuple(int(c) for c in self.classes[picked].tolist()),
         )
-
-    def sample_batch(self, batch_size: int, generator: torch.Generator | None = None) -> EpisodeBatch:
-        """Draw ``batch_size`` episodes stacked as an :class:`EpisodeBatch`."""
-        check_positive_int("batch_size", batch_size)
-        return EpisodeBatch.from_episodes([self.sample(generator) for _ in range(batch_size)])
-
-    def __iter__(self) -> Iterator[Episode]:
-        """Endless stream of episodes from the sampler's generator."""
-        while True:
-            yield self.sample()
-
-    def episodes(self, n: int, seed: int | None = None) -> list[Episode]:
-        """``n`` episodes; from a fresh generator seeded with ``seed`` if given, else the sampler's own."""
-        check_positive_int("n", n)
-        g = None if seed is None else torch.Generator().manual_seed(int(seed))
-        return [self.sample(g) for _ in range(n)]
-
-    def evaluation_episodes(self, n: int, seed: int = 0) -> list[Episode]:
-        """A fixed set of ``n`` episodes: the same for the same ``(dataset, n_way, k_shot, n_query, n, seed)``.
-
-        Uses its own generator, so calling it never changes the training stream.
-        """
-        return self.episodes(n, seed=seed)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """The generator state, so that a resumed run draws the same episodes an uninterrupted one would."""
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["generator"])

@@ -8,7 +8,6 @@ float32 tensors; ``Episode.classes`` is empty (regression).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,8 @@ import torch
 from torch import Tensor
 
 from meta_learning._checks import check_non_negative_int, check_positive_int
-from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning.data.episode import Episode
+from meta_learning.data.source import EpisodeSource
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class SinusoidParams:
         return self.amplitude * torch.sin(x - self.phase)
 
 
-class Sinusoid:
+class Sinusoid(EpisodeSource):
     """Sinusoid regression tasks, deterministically for a seed (same interface as ``EpisodeSampler``).
 
     Args:
@@ -60,6 +60,7 @@ class Sinusoid:
         x_range: tuple[float, float] = (-5.0, 5.0),
         seed: int = 0,
     ) -> None:
+        super().__init__(seed)
         self.k_shot = check_positive_int("k_shot", k_shot)
         self.n_query = check_non_negative_int("n_query", n_query)
         self.amplitude = _check_range("amplitude", amplitude)
@@ -67,7 +68,6 @@ class Sinusoid:
         self.x_range = _check_range("x_range", x_range)
         if self.x_range[0] == self.x_range[1]:
             raise ValueError(f"x_range={x_range!r} is empty; it needs low < high")
-        self.generator = torch.Generator().manual_seed(int(seed))
 
     def __repr__(self) -> str:
         return (
@@ -93,33 +93,6 @@ class Sinusoid:
     def sample(self, generator: torch.Generator | None = None) -> Episode:
         """One task as an :class:`Episode` with float targets ``support_y [K, 1]``, ``query_y [Q, 1]``."""
         return self.sample_with_params(generator)[0]
-
-    def sample_batch(self, batch_size: int, generator: torch.Generator | None = None) -> EpisodeBatch:
-        """``batch_size`` tasks stacked: ``support_x [B, K, 1]`` ..., ``classes [B, 0]``."""
-        check_positive_int("batch_size", batch_size)
-        return EpisodeBatch.from_episodes([self.sample(generator) for _ in range(batch_size)])
-
-    def __iter__(self) -> Iterator[Episode]:
-        """Endless stream of tasks from the family's generator."""
-        while True:
-            yield self.sample()
-
-    def episodes(self, n: int, seed: int | None = None) -> list[Episode]:
-        """``n`` tasks; from a fresh generator seeded with ``seed`` if given, else the family's own."""
-        check_positive_int("n", n)
-        g = None if seed is None else torch.Generator().manual_seed(int(seed))
-        return [self.sample(g) for _ in range(n)]
-
-    def evaluation_episodes(self, n: int, seed: int = 0) -> list[Episode]:
-        """A fixed set of ``n`` tasks, the same for the same arguments; never advances the training stream."""
-        return self.episodes(n, seed=seed)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """The generator state, so that a resumed run draws the tasks an uninterrupted one would."""
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["generator"])
 
 
 def _check_range(name: str, value: Any) -> tuple[float, float]:
