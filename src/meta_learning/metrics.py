@@ -18,18 +18,31 @@ Z_95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
-class Accuracy:
-    """Mean accuracy over ``n`` episodes with its 95% confidence half-width (both fractions in [0, 1])."""
+class MeanCI:
+    """A per-episode quantity averaged over ``n`` episodes, with its 95% confidence half-width."""
 
     mean: float
     ci95: float
     n: int
 
     def __str__(self) -> str:
-        return f"{100 * self.mean:.2f}% ± {100 * self.ci95:.2f}% (n={self.n})"
+        return f"{self.mean:.4f} ± {self.ci95:.4f} (n={self.n})"
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Accuracy(MeanCI):
+    """Mean accuracy over ``n`` episodes with its 95% confidence half-width (both fractions in [0, 1])."""
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:.2f}% ± {100 * self.ci95:.2f}% (n={self.n})"
+
+
+@dataclass(frozen=True)
+class MeanSquaredError(MeanCI):
+    """Mean over ``n`` regression episodes of the query mean-squared error, with its 95% half-width."""
 
 
 def mean_ci95(values: Sequence[float] | Tensor) -> tuple[float, float]:
@@ -48,6 +61,12 @@ def accuracy_from_episodes(per_episode: Sequence[float] | Tensor) -> Accuracy:
     """Summarise per-episode accuracies as an :class:`Accuracy`."""
     mean, ci = mean_ci95(per_episode)
     return Accuracy(mean=mean, ci95=ci, n=len(per_episode))
+
+
+def mse_from_episodes(per_episode: Sequence[float] | Tensor) -> MeanSquaredError:
+    """Summarise per-episode mean-squared errors as a :class:`MeanSquaredError`."""
+    mean, ci = mean_ci95(per_episode)
+    return MeanSquaredError(mean=mean, ci95=ci, n=len(per_episode))
 
 
 def accuracy(logits: Tensor, labels: Tensor) -> float:

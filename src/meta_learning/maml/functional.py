@@ -1,0 +1,129 @@
+"""The functional core shared by every gradient-based meta-learner (MAML, FOMAML, ANIL, Meta-SGD, MAML++, Reptile).
+
+Notation (Finn et al. 2017; Li et al. 2017; Antoniou et al. 2019):
+
+- ``theta``: the meta-parameters, a ``dict[str, Tensor]`` of the model's parameters.
+- ``I``: the names adapted in the inner loop (all by default; the head only for ANIL).
+- ``L_S(p)``, ``L_Q(p)``: the loss on a task's support / query set with parameters ``p``.
+- Inner step ``s = 0..S-1``: ``p_{s+1}[n] = p_s[n] - alpha_{s,n} * dL_S(p_s)/dp_s[n]`` for ``n`` in ``I``;
+  ``alpha_{s,n}`` is a float (MAML), a tensor shaped like the parameter (Meta-SGD) or a per-step scalar
+  (MAML++ learned per-layer per-step rates). ``p_0 = theta``.
+- Second order: the inner gradients keep their graph, so ``dL_Q(p_S)/dtheta`` differentiates through every step.
+  First order (FOMAML): the inner gradients are constants, so ``dL_Q(p_S)/dtheta = dL_Q(p_S)/dp_S``.
+
+Buffers (BatchNorm running statistics) are passed explicitly to every transformed call: mutating a captured
+tensor inside ``torch.func.grad`` is an error, and the caller decides whether updates are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad
+
+Params = dict[str, Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+# alpha for one inner step: a float for all names, or a mapping name -> float / scalar tensor / tensor like the param
+StepSize = float | Mapping[str, float | Tensor]
+
+
+def default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy for integer labels, mean-squared error for float targets."""
+    if torch.is_floating_point(targets):
+        return nn.functional.mse_loss(outputs, targets)
+    return nn.functional.cross_entropy(outputs, targets)
+
+
+def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """``model(x)`` evaluated with ``params`` and ``buffers`` in place of its own tensors."""
+    return functional_call(model, (dict(params), dict(buffers)), (x,), strict=False)
+
+
+def inner_loop(
+    model: nn.Module,
+    params: Params,
+    buffers: Params,
+    x: Tensor,
+    y: Tensor,
+    *,
+    num_steps: int,
+    step_size: Callable[[int], StepSize] | StepSize,
+    inner_names: Sequence[str],
+    first_order: bool,
+    loss_fn: LossFn = default_loss,
+) -> list[Params]:
+    """Run ``num_steps`` gradient steps on ``(x, y)`` and return ``[p_0, p_1, ..., p_S]``.
+
+    Args:
+        model: the module whose forward is evaluated functionally.
+        params: ``theta`` (``p_0``); tensors that require grad keep their graph to it.
+        buffers: buffers passed to every forward (BatchNorm statistics are updated in them in training mode).
+        x, y: the support set, ``[K, ...]`` and ``[K]`` (or ``[K, ...]`` float targets).
+        num_steps: ``S`` >= 0.
+        step_size: ``alpha`` for all steps, or a function ``s -> alpha`` for per-step rates.
+        inner_names: the parameter names ``I`` that the inner loop adapts; the others stay ``theta``.
+        first_order: drop the second-order terms (inner gradients as constants).
+        loss_fn: ``(outputs, targets) -> scalar``.
+
+    Returns:
+        The parameters after each step; ``result[s]`` holds all names (adapted and not).
+    """
+    names = list(inner_names)
+    trajectory = [params]
+    current = params
+    for s in range(num_steps):
+        frozen = {k: v for k, v in current.items() if k not in names}
+
+        def support_loss(adapted: Params, bufs: Params, frozen: Params = frozen) -> Tensor:
+            return loss_fn(forward(model, {**frozen, **adapted}, bufs, x), y)
+
+        grads = grad(support_loss)({k: current[k] for k in names}, buffers)
+        alpha = step_size(s) if callable(step_size) else step_size
+        updated = dict(current)
+        for k in names:
+            g = grads[k].detach() if first_order else grads[k]
+            a = alpha if isinstance(alpha, (int, float)) else alpha[k]
+            updated[k] = current[k] - a * g
+        current = updated
+        trajectory.append(current)
+    return trajectory
+
+
+def resolve_inner_names(model: nn.Module, inner_params: Sequence[str] | Callable[[str], bool] | None) -> list[str]:
+    """The names adapted in the inner loop: all trainable parameters, listed names/prefixes, or a predicate.
+
+    Raises:
+        ValueError: a listed name matches no parameter, or nothing is selected.
+    """
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if inner_params is None:
+        selected = trainable
+    elif callable(inner_params):
+        selected = [n for n in trainable if inner_params(n)]
+    else:
+        if isinstance(inner_params, str):
+            raise TypeError(f"inner_params must be a list of names or a predicate, got the string {inner_params!r}")
+        selected = []
+        for entry in inner_params:
+            hits = [n for n in trainable if n == entry or n.startswith(entry + ".")]
+            if not hits:
+                raise ValueError(
+                    f"inner_params entry {entry!r} matches no trainable parameter; names look like {trainable[:4]}"
+                )
+            selected.extend(h for h in hits if h not in selected)
+    if not selected:
+        raise ValueError("inner_params selects no parameter; the inner loop would adapt nothing")
+    return selected
+
+
+def last_module_with_parameters(model: nn.Module) -> str:
+    """Name prefix of the last submodule that owns parameters directly (the classifier head, for ANIL)."""
+    owner = ""
+    for name, module in model.named_modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            owner = name
+    if not owner:
+        raise ValueError("the model has no submodule with parameters; give ANIL's head= explicitly")
+    return owner

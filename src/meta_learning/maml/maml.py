@@ -1,0 +1,284 @@
+"""MAML and its variants as one learner over the functional core (:mod:`meta_learning.maml.functional`).
+
+``MAML`` is second-order MAML (Finn et al. 2017); ``first_order=True`` is FOMAML. MAML++ options
+(Antoniou et al. 2019): ``learn_inner_lr="per_step"`` (learned per-layer per-step rates, LSLR),
+``multi_step_loss=True`` (query loss after every inner step, weights annealed towards the last step over
+``msl_iterations``), ``first_order_iterations`` (derivative-order annealing: first order for the first N
+iterations, second order afterwards). ``learn_inner_lr="per_parameter"`` is Meta-SGD (Li et al. 2017).
+
+BatchNorm convention: batch statistics in the inner and the outer loop, and when adapting at test time (the
+original MAML setting, transductive over each set). Running statistics are never read; updates to them made
+during adaptation are discarded, so ``adapt``/``evaluate`` leave the model bit-identical.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
+from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning.maml.functional import (
+    LossFn,
+    Params,
+    default_loss,
+    forward,
+    inner_loop,
+    resolve_inner_names,
+)
+from meta_learning.metrics import Accuracy, MeanSquaredError, accuracy, accuracy_from_episodes, mse_from_episodes
+from meta_learning.training.loop import History, StepOutput, fit
+
+INNER_LR_MODES = ("fixed", "per_parameter", "per_step")
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def as_episode(task: Any) -> Episode:
+    """An :class:`Episode`, or a ``(support_x, support_y)`` pair as a support-only episode."""
+    if isinstance(task, Episode):
+        return task
+    if isinstance(task, (tuple, list)) and len(task) == 2:
+        x, y = task
+        return Episode(x, y, x[:0], y[:0])
+    raise TypeError(f"expected an Episode or a (support_x, support_y) pair, got {type(task).__name__}")
+
+
+class MAML(nn.Module):
+    """Model-Agnostic Meta-Learning for any ``nn.Module``, classification or regression.
+
+    Args:
+        model: the network ``f_theta``; any module built from standard layers.
+        lr_inner: inner-loop step size ``alpha`` (the initial value when it is learned).
+        lr_outer: meta step size (Adam).
+        num_inner_steps: inner steps during meta-training (``adapt``/``evaluate`` may use another number).
+        first_order: FOMAML: ignore second-order terms.
+        meta_batch_size: tasks per meta-update when ``meta_train`` draws from a sampler.
+        inner_params: names (or prefixes) of the parameters adapted in the inner loop, or a predicate on names;
+            default all. The others are meta-learned but not adapted (ANIL adapts the head only).
+        learn_inner_lr: ``"fixed"``, ``"per_parameter"`` (Meta-SGD) or ``"per_step"`` (MAML++ LSLR).
+        multi_step_loss: MAML++ multi-step loss with annealed weights over ``msl_iterations`` meta-iterations.
+        first_order_iterations: MAML++ derivative-order annealing (first order for this many iterations).
+        loss_fn: ``(outputs, targets) -> loss``; default cross-entropy for integer labels, MSE for floats.
+
+    Example:
+        >>> maml = MAML(model=Conv4(num_classes=5), lr_inner=0.4, lr_outer=0.001, num_inner_steps=1)
+        >>> maml.meta_train(EpisodeSampler(Omniglot(split="train"), 5, 1, 15), num_iterations=1000)
+        >>> adapted_model = maml.adapt(task_support, num_steps=5)   # a new nn.Module; maml is untouched
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr_inner: float = 0.01,
+        lr_outer: float = 0.001,
+        num_inner_steps: int = 5,
+        first_order: bool = False,
+        meta_batch_size: int = 4,
+        inner_params: Sequence[str] | Callable[[str], bool] | None = None,
+        learn_inner_lr: str = "fixed",
+        multi_step_loss: bool = False,
+        msl_iterations: int = 10_000,
+        first_order_iterations: int = 0,
+        loss_fn: LossFn | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.lr_inner = check_positive_float("lr_inner", lr_inner)
+        self.lr_outer = check_positive_float("lr_outer", lr_outer)
+        self.num_inner_steps = check_non_negative_int("num_inner_steps", num_inner_steps)
+        self.first_order = bool(first_order)
+        self.meta_batch_size = check_positive_int("meta_batch_size", meta_batch_size)
+        self.inner_names = resolve_inner_names(model, inner_params)
+        self.learn_inner_lr = check_choice("learn_inner_lr", learn_inner_lr, INNER_LR_MODES)
+        self.multi_step_loss = bool(multi_step_loss)
+        self.msl_iterations = check_positive_int("msl_iterations", msl_iterations)
+        self.first_order_iterations = check_non_negative_int("first_order_iterations", first_order_iterations)
+        self.loss_fn: LossFn = loss_fn or default_loss
+        params = dict(model.named_parameters())
+        self.inner_lrs = nn.ParameterDict()
+        if self.learn_inner_lr == "per_parameter":
+            for n in self.inner_names:
+                self.inner_lrs[_key(n)] = nn.Parameter(torch.full_like(params[n].detach(), self.lr_inner))
+        elif self.learn_inner_lr == "per_step":
+            steps = max(self.num_inner_steps, 1)
+            for n in self.inner_names:
+                self.inner_lrs[_key(n)] = nn.Parameter(torch.full((steps,), self.lr_inner))
+        self.iteration: Tensor
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # meta-updates so far
+        self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.parameters(), lr=self.lr_outer)
+
+    # -- the inner loop --------------------------------------------------------------------------------------
+
+    def step_size(self, step: int) -> float | dict[str, Tensor]:
+        """``alpha`` for inner step ``step``: a float, or per-name tensors when learned."""
+        if self.learn_inner_lr == "fixed":
+            return self.lr_inner
+        if self.learn_inner_lr == "per_parameter":
+            return {n: self.inner_lrs[_key(n)] for n in self.inner_names}
+        last = self.inner_lrs[_key(self.inner_names[0])].shape[0] - 1
+        return {n: self.inner_lrs[_key(n)][min(step, last)] for n in self.inner_names}
+
+    def _state(self) -> tuple[Params, Params]:
+        params: Params = dict(self.model.named_parameters())
+        buffers = {k: v.clone() for k, v in self.model.named_buffers()}  # updates during adaptation are dropped
+        return params, buffers
+
+    def adapt_params(
+        self, support_x: Tensor, support_y: Tensor, num_steps: int | None = None, first_order: bool | None = None
+    ) -> list[Params]:
+        """Parameters after each inner step on the support set: ``[theta, p_1, ..., p_S]`` (differentiable)."""
+        params, buffers = self._state()
+        steps = self.num_inner_steps if num_steps is None else check_non_negative_int("num_steps", num_steps)
+        fo = self._first_order_now() if first_order is None else first_order
+        return inner_loop(
+            self.model, params, buffers, support_x, support_y,
+            num_steps=steps, step_size=self.step_size, inner_names=self.inner_names,
+            first_order=fo, loss_fn=self.loss_fn,
+        )  # fmt: skip
+
+    def _first_order_now(self) -> bool:
+        return self.first_order or int(self.iteration) < self.first_order_iterations
+
+    def msl_weights(self, num_steps: int) -> Tensor:
+        """MAML++ multi-step loss weights for the current iteration: uniform at first, annealed to the last step."""
+        if num_steps <= 1:
+            return torch.ones(max(num_steps, 1))
+        uniform = 1.0 / num_steps
+        floor = 0.03 / num_steps
+        progress = min(int(self.iteration) / self.msl_iterations, 1.0)
+        others = max(uniform - progress * (uniform - floor), floor)
+        w = torch.full((num_steps,), others)
+        w[-1] = 1.0 - others * (num_steps - 1)
+        return w
+
+    # -- meta-training ---------------------------------------------------------------------------------------
+
+    def task_loss(self, episode: Episode) -> tuple[Tensor, float]:
+        """Query loss of one task after the inner loop (differentiable w.r.t. the meta-parameters) and metric."""
+        trajectory = self.adapt_params(episode.support_x, episode.support_y)
+        buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+        qx, qy = episode.query_x, episode.query_y
+        if self.multi_step_loss and len(trajectory) > 1:
+            weights = self.msl_weights(len(trajectory) - 1).tolist()
+            outs = [forward(self.model, p, buffers, qx) for p in trajectory[1:]]
+            loss = torch.stack([w * self.loss_fn(o, qy) for w, o in zip(weights, outs, strict=True)]).sum()
+            final = outs[-1].detach()
+        else:
+            out = forward(self.model, trajectory[-1], buffers, qx)
+            loss = self.loss_fn(out, qy)
+            final = out.detach()
+        metric = accuracy(final, qy) if episode.is_classification else float(self.loss_fn(final, qy))
+        return loss, metric
+
+    def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+        """Mean query loss over a meta-batch (differentiable) and the mean query accuracy (or loss)."""
+        losses, metrics = [], []
+        for ep in tasks:
+            loss, metric = self.task_loss(ep)
+            losses.append(loss)
+            metrics.append(metric)
+        if not losses:
+            raise ValueError("the meta-batch is empty; give at least one task")
+        if self.training:
+            self.iteration += 1
+        return StepOutput(torch.stack(losses).mean(), sum(metrics) / len(metrics))
+
+    def meta_step(self, batch: Iterable[Episode] | EpisodeBatch) -> dict[str, float]:
+        """One meta-update on ``batch``; returns ``{"loss", "accuracy"}`` (``accuracy`` is the loss for regression)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.meta_loss(batch)
+        out.loss.backward()
+        self.optimizer.step()
+        return {"loss": float(out.loss.detach()), "accuracy": out.accuracy}
+
+    def meta_train(
+        self, tasks: Any, num_iterations: int = 1000, val_tasks: Sequence[Episode] | None = None, **kwargs: Any
+    ) -> History:
+        """Meta-train with the shared loop (progress, validation, checkpoints, resume; see ``training.fit``).
+
+        ``tasks``: a sampler (``meta_batch_size`` episodes are drawn per iteration) or an iterable of meta-batches
+        (``EpisodeBatch`` or lists of episodes).
+        """
+        stream = _MetaBatches(tasks, self.meta_batch_size) if callable(getattr(tasks, "sample", None)) else tasks
+        return fit(
+            self, stream, num_episodes=num_iterations, optimizer=self.optimizer, val_episodes=val_tasks,
+            step_fn=self.meta_loss, **kwargs,
+        )  # fmt: skip
+
+    def training_step(self, batch: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+        return self.meta_loss(batch)
+
+    # -- adaptation and evaluation ---------------------------------------------------------------------------
+
+    def adapt(self, task_support: Any, num_steps: int = 5) -> nn.Module:
+        """A new module fine-tuned on ``task_support`` (an ``(x, y)`` pair or an :class:`Episode`'s support).
+
+        The meta-parameters (and the learner's buffers) are left bit-identical; meta-training can continue.
+        """
+        ep = as_episode(task_support)
+        with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to theta is built
+            final = self.adapt_params(ep.support_x, ep.support_y, num_steps, first_order=True)[-1]
+        adapted = copy.deepcopy(self.model)
+        with torch.no_grad():
+            for name, p in adapted.named_parameters():
+                p.copy_(final[name].detach())
+        return adapted
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_steps: int | None = None) -> Tensor:
+        """Query outputs after adapting on the support set (no meta-gradient kept)."""
+        with torch.no_grad():
+            final = self.adapt_params(support_x, support_y, num_steps, first_order=True)[-1]
+            buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+            return forward(self.model, final, buffers, query_x)
+
+    def adaptation_curve(self, tasks: Iterable[Episode], steps: Sequence[int] = (0, 1, 2, 5, 10)) -> dict[int, Any]:
+        """Query accuracy (or MSE) after each number of inner steps in ``steps``, from one inner loop per task."""
+        wanted = sorted({check_non_negative_int("steps", s) for s in steps})
+        per_step: dict[int, list[float]] = {s: [] for s in wanted}
+        regression = False
+        for ep in tasks:
+            regression = not ep.is_classification
+            with torch.no_grad():
+                trajectory = self.adapt_params(ep.support_x, ep.support_y, wanted[-1], first_order=True)
+                buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+                for s in wanted:
+                    out = forward(self.model, trajectory[s], buffers, ep.query_x)
+                    per_step[s].append(
+                        float(self.loss_fn(out, ep.query_y)) if regression else accuracy(out, ep.query_y)
+                    )
+        summarise = mse_from_episodes if regression else accuracy_from_episodes
+        return {s: summarise(v) for s, v in per_step.items()}
+
+    def evaluate(self, tasks: Iterable[Episode], num_steps: int | None = None) -> Accuracy | MeanSquaredError:
+        """Query accuracy (classification) or MSE (regression) after adaptation, with 95% CI over tasks."""
+        steps = self.num_inner_steps if num_steps is None else num_steps
+        return self.adaptation_curve(tasks, (steps,))[steps]
+
+
+class _MetaBatches:
+    """Draws ``size`` episodes per ``sample()`` from a sampler; checkpointable like the sampler."""
+
+    def __init__(self, source: Any, size: int) -> None:
+        self.source, self.size = source, size
+
+    def sample(self) -> list[Episode]:
+        return [self.source.sample() for _ in range(self.size)]
+
+    def state_dict(self) -> Any:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: Any) -> None:
+        self.source.load_state_dict(state)
+
+    def __iter__(self) -> Iterator[list[Episode]]:
+        while True:
+            yield self.sample()

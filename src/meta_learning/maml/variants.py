@@ -1,0 +1,101 @@
+"""ANIL, Meta-SGD and Reptile: MAML variants over the same functional core.
+
+- ANIL (Raghu et al. 2020): the inner loop adapts the head only; the body is meta-learned by the outer loop.
+- Meta-SGD (Li et al. 2017): one learned step size per parameter entry, meta-learned with the initialisation.
+- Reptile (Nichol et al. 2018): first-order; ``k`` SGD steps on the task, then
+  ``theta <- theta + epsilon * mean_tasks(phi - theta)``, no query loss. The update is applied as the gradient
+  ``theta - mean(phi)`` of the surrogate ``0.5 * ||theta - mean(phi)||^2`` so the shared loop and optimizer drive it
+  (with SGD(lr=epsilon) this is exactly the Reptile step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning.maml.functional import LossFn, last_module_with_parameters
+from meta_learning.maml.maml import MAML
+from meta_learning.metrics import accuracy
+from meta_learning.training.loop import StepOutput
+
+
+class ANIL(MAML):
+    """Almost No Inner Loop: MAML whose inner loop adapts only ``head`` (default: the last layer with parameters).
+
+    Example:
+        >>> anil = ANIL(model=Conv4(num_classes=5), head="head", lr_inner=0.1, num_inner_steps=5)
+    """
+
+    def __init__(self, model: nn.Module, head: str | None = None, **kwargs: Any) -> None:
+        if "inner_params" in kwargs:
+            raise TypeError("ANIL chooses inner_params from head=; pass head= instead")
+        head = head if head is not None else last_module_with_parameters(model)
+        super().__init__(model, inner_params=[head], **kwargs)
+        self.head = head
+
+
+class MetaSGD(MAML):
+    """Meta-SGD: MAML with a learned step size per parameter entry (initialised to ``lr_inner``)."""
+
+    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
+        if "learn_inner_lr" in kwargs:
+            raise TypeError("MetaSGD always learns per-parameter rates; use MAML(learn_inner_lr=...) otherwise")
+        super().__init__(model, learn_inner_lr="per_parameter", **kwargs)
+
+
+class Reptile(MAML):
+    """Reptile: first-order meta-learning by moving the initialisation towards task-adapted weights.
+
+    Args:
+        model: the network.
+        lr_inner: inner SGD step size.
+        lr_outer: ``epsilon``, the interpolation rate (the outer optimizer is SGD with this rate).
+        num_inner_steps: ``k`` inner steps per task (on the support and query sets together).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr_inner: float = 0.001,
+        lr_outer: float = 0.1,
+        num_inner_steps: int = 5,
+        meta_batch_size: int = 5,
+        inner_params: Sequence[str] | Callable[[str], bool] | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> None:
+        super().__init__(
+            model, lr_inner=lr_inner, lr_outer=lr_outer, num_inner_steps=num_inner_steps, first_order=True,
+            meta_batch_size=meta_batch_size, inner_params=inner_params, loss_fn=loss_fn,
+        )  # fmt: skip
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=self.lr_outer)
+
+    def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+        """Surrogate whose gradient w.r.t. ``theta`` is ``theta - mean_tasks(phi_task)``."""
+        targets: dict[str, Tensor] = {}
+        metrics: list[float] = []
+        n = 0
+        for ep in tasks:
+            x = torch.cat([ep.support_x, ep.query_x]) if ep.query_x.numel() else ep.support_x
+            y = torch.cat([ep.support_y, ep.query_y]) if ep.query_y.numel() else ep.support_y
+            with torch.no_grad():
+                # pre-adaptation query accuracy (or loss), the number Reptile's outer loop improves
+                out = self.predict(ep.support_x, ep.support_y, ep.query_x, num_steps=0) if ep.query_x.numel() else None
+                phi = self.adapt_params(x, y, first_order=True)[-1]
+            if out is not None:
+                q = ep.query_y
+                metrics.append(accuracy(out, q) if ep.is_classification else float(self.loss_fn(out, q)))
+            for k in self.inner_names:
+                targets[k] = targets[k] + phi[k] if k in targets else phi[k]
+            n += 1
+        if n == 0:
+            raise ValueError("the meta-batch is empty; give at least one task")
+        params = dict(self.model.named_parameters())
+        loss = sum(0.5 * (params[k] - targets[k] / n).pow(2).sum() for k in self.inner_names)
+        if self.training:
+            self.iteration += 1
+        metric = sum(metrics) / len(metrics) if metrics else float("nan")
+        return StepOutput(loss, metric)  # type: ignore[arg-type]

@@ -1,0 +1,206 @@
+"""MAML family against hand-unrolled references in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from meta_learning import Conv4, Episode
+from meta_learning.maml import ANIL, MAML, MetaSGD, Reptile
+
+F64 = torch.float64
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)).to(F64)
+
+
+def conv4():
+    torch.manual_seed(0)
+    return Conv4(in_channels=1, hidden_channels=4, num_classes=3).to(F64)
+
+
+def tasks(shape, n=3, k=2, q=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        out.append(
+            Episode(
+                torch.randn(3 * k, *shape, generator=g, dtype=F64),
+                torch.arange(3).repeat_interleave(k),
+                torch.randn(3 * q, *shape, generator=g, dtype=F64),
+                torch.arange(3).repeat_interleave(q),
+            )
+        )
+    return out
+
+
+def reference_meta_grad(model, episodes, lr, steps, first_order, lrs=None, names=None):
+    """Hand-unrolled MAML: autograd.grad(create_graph=True) per inner step, mean query loss over tasks."""
+    theta = dict(model.named_parameters())
+    names = names or list(theta)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    losses = []
+    for ep in episodes:
+        p = dict(theta)
+        for s in range(steps):
+            out = functional_call(model, ({**p}, {k: v.clone() for k, v in buffers.items()}), (ep.support_x,))
+            loss = nn.functional.cross_entropy(out, ep.support_y)
+            grads = torch.autograd.grad(loss, [p[n] for n in names], create_graph=not first_order)
+            for n, g in zip(names, grads, strict=True):
+                a = lr if lrs is None else lrs[n](s)
+                p[n] = p[n] - a * (g.detach() if first_order else g)
+        out = functional_call(model, (p, {k: v.clone() for k, v in buffers.items()}), (ep.query_x,))
+        losses.append(nn.functional.cross_entropy(out, ep.query_y))
+    return torch.stack(losses).mean()
+
+
+def grads_of(loss, params):
+    return torch.autograd.grad(loss, params, allow_unused=True)
+
+
+def rel_err(a, b):
+    a = torch.cat([t.flatten() for t in a])
+    b = torch.cat([t.flatten() for t in b])
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize(("make", "shape"), [(mlp, (4,)), (conv4, (1, 28, 28))], ids=["mlp", "conv4"])
+@pytest.mark.parametrize("first_order", [False, True], ids=["second_order", "first_order"])
+def test_meta_gradient_matches_hand_unrolled_reference(make, shape, first_order):
+    model = make()
+    maml = MAML(model, lr_inner=0.3, num_inner_steps=3, first_order=first_order)
+    eps = tasks(shape)
+    theta = list(model.parameters())
+    ours = grads_of(maml.meta_loss(eps).loss, theta)
+    ref = grads_of(reference_meta_grad(model, eps, 0.3, 3, first_order), theta)
+    assert rel_err(ours, ref) < 1e-6
+
+
+def test_second_and_first_order_differ_and_first_order_is_its_definition():
+    model = mlp()
+    eps = tasks((4,), n=1)
+    theta = dict(model.named_parameters())
+    so = grads_of(MAML(model, lr_inner=0.5, num_inner_steps=2).meta_loss(eps).loss, list(theta.values()))
+    fomaml = MAML(model, lr_inner=0.5, num_inner_steps=2, first_order=True)
+    fo = grads_of(fomaml.meta_loss(eps).loss, list(theta.values()))
+    assert rel_err(fo, so) > 1e-3  # the second-order terms matter here
+    # definition: gradient of the query loss at the adapted parameters, treated as independent leaves
+    adapted = {
+        k: v.detach().requires_grad_() for k, v in fomaml.adapt_params(eps[0].support_x, eps[0].support_y)[-1].items()
+    }
+    q = nn.functional.cross_entropy(functional_call(model, adapted, (eps[0].query_x,)), eps[0].query_y)
+    definition = torch.autograd.grad(q, list(adapted.values()))
+    assert rel_err(fo, definition) < 1e-12
+
+
+def test_adapt_returns_a_new_module_and_leaves_the_meta_parameters_bit_identical():
+    model = conv4()
+    maml = MAML(model, lr_inner=0.4, num_inner_steps=1)
+    before = {k: v.clone() for k, v in maml.state_dict().items()}
+    ep = tasks((1, 28, 28), n=1)[0]
+    adapted = maml.adapt((ep.support_x, ep.support_y), num_steps=5)
+    assert adapted is not model and isinstance(adapted, Conv4)
+    for k, v in maml.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # the returned module holds the parameters of 5 inner steps, and it predicts what maml.predict does
+    expected = maml.adapt_params(ep.support_x, ep.support_y, num_steps=5)[-1]
+    for k, p in adapted.named_parameters():
+        torch.testing.assert_close(p, expected[k].detach(), rtol=0, atol=0)
+    torch.testing.assert_close(adapted(ep.query_x), maml.predict(ep.support_x, ep.support_y, ep.query_x, num_steps=5))
+    # meta-training can continue after adapt
+    maml.meta_step([ep])
+    assert not torch.equal(maml.model.head.weight, before["model.head.weight"])
+
+
+def test_anil_adapts_only_the_head_but_meta_learns_the_body():
+    model = conv4()
+    anil = ANIL(model, lr_inner=0.5, num_inner_steps=2)
+    assert anil.head == "head" and anil.inner_names == ["head.weight", "head.bias"]
+    ep = tasks((1, 28, 28), n=1)[0]
+    traj = anil.adapt_params(ep.support_x, ep.support_y)
+    theta = dict(model.named_parameters())
+    for k, v in traj[-1].items():
+        if k.startswith("head"):
+            assert not torch.equal(v, theta[k])
+        else:
+            assert v is theta[k]  # no inner update of the body
+    body = [p for n, p in model.named_parameters() if not n.startswith("head")]
+    g = grads_of(anil.meta_loss([ep]).loss, body)
+    assert all(x is not None and x.abs().sum() > 0 for x in g)
+    ref = grads_of(reference_meta_grad(model, [ep], 0.5, 2, False, names=["head.weight", "head.bias"]), body)
+    assert rel_err(g, ref) < 1e-6
+
+
+def test_meta_sgd_rates_receive_the_reference_gradient():
+    model = mlp()
+    msgd = MetaSGD(model, lr_inner=0.1, num_inner_steps=2)
+    alphas = {n: msgd.inner_lrs[n.replace(".", "__")] for n in msgd.inner_names}
+    assert all(a.shape == p.shape for a, p in zip(alphas.values(), model.parameters(), strict=True))
+    eps = tasks((4,), n=2)
+    ours = grads_of(msgd.meta_loss(eps).loss, list(alphas.values()))
+    ref_loss = reference_meta_grad(model, eps, None, 2, False, lrs={n: (lambda s, a=a: a) for n, a in alphas.items()})
+    ref = grads_of(ref_loss, list(alphas.values()))
+    assert all(g.abs().sum() > 0 for g in ours)
+    assert rel_err(ours, ref) < 1e-6
+
+
+def test_maml_plus_plus_per_step_rates_multi_step_loss_and_order_annealing():
+    model = mlp()
+    mpp = MAML(model, lr_inner=0.2, num_inner_steps=3, learn_inner_lr="per_step", multi_step_loss=True,
+               msl_iterations=10, first_order_iterations=2)  # fmt: skip
+    assert all(p.shape == (3,) for p in mpp.inner_lrs.values())
+    w0 = mpp.msl_weights(3)
+    torch.testing.assert_close(w0, torch.full((3,), 1 / 3))
+    mpp.iteration.fill_(10)
+    w = mpp.msl_weights(3)
+    torch.testing.assert_close(w, torch.tensor([0.01, 0.01, 0.98]))  # floor 0.03/S, the rest on the last step
+    mpp.iteration.fill_(0)
+    eps = tasks((4,), n=1)
+    # iterations 0 and 1 are first order: equal to FOMAML with the same rates and weights
+    theta = list(model.parameters())
+    g_fo = grads_of(mpp.meta_loss(eps).loss, theta)
+    assert int(mpp.iteration) == 1
+    mpp.iteration.fill_(0)
+    assert mpp._first_order_now()
+    mpp.iteration.fill_(2)
+    assert not mpp._first_order_now()
+    lr_grads = grads_of(mpp.meta_loss(eps).loss, list(mpp.inner_lrs.values()))
+    assert all(g.abs().sum() > 0 for g in lr_grads)  # per-step rates are learned
+    assert any(x.abs().sum() > 0 for x in g_fo)
+
+
+def test_reptile_step_is_the_interpolation_towards_adapted_weights():
+    model = mlp()
+    reptile = Reptile(model, lr_inner=0.05, lr_outer=0.5, num_inner_steps=3)
+    eps = tasks((4,), n=2)
+    theta = {k: v.detach().clone() for k, v in model.named_parameters()}
+    phis = []
+    for ep in eps:  # plain SGD on support+query, by hand
+        p = {k: v.clone().requires_grad_() for k, v in theta.items()}
+        x, y = torch.cat([ep.support_x, ep.query_x]), torch.cat([ep.support_y, ep.query_y])
+        for _ in range(3):
+            loss = nn.functional.cross_entropy(functional_call(model, p, (x,)), y)
+            g = torch.autograd.grad(loss, list(p.values()))
+            p = {k: (v - 0.05 * gi).detach().requires_grad_() for (k, v), gi in zip(p.items(), g, strict=True)}
+        phis.append(p)
+    reptile.meta_step(eps)
+    for k, v in model.named_parameters():
+        mean_phi = (phis[0][k] + phis[1][k]) / 2
+        torch.testing.assert_close(v.detach(), theta[k] + 0.5 * (mean_phi.detach() - theta[k]))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="lr_inner=0"):
+        MAML(mlp(), lr_inner=0)
+    with pytest.raises(ValueError, match="learn_inner_lr='always'"):
+        MAML(mlp(), learn_inner_lr="always")
+    with pytest.raises(ValueError, match="inner_params entry 'head' matches no trainable parameter"):
+        MAML(mlp(), inner_params=["head"])
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        MAML("model")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expected an Episode or a"):
+        MAML(mlp()).adapt(torch.zeros(3, 4))
