@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "MAML": "meta_learning.maml.maml",
+    "ANIL": "meta_learning.maml.variants",
+    "MetaSGD": "meta_learning.maml.variants",
+    "Reptile": "meta_learning.maml.variants",
     "PrototypicalNetwork": "meta_learning.fewshot.protonet",
     "RelationNetwork": "meta_learning.fewshot.relation",
     "Episode": "meta_learning.data.episode",
@@ -33,6 +37,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "ANIL",
+    "MAML",
     "MLP",
     "Accuracy",
     "Conv4",
@@ -42,10 +48,12 @@ __all__ = [
     "ExperimentConfig",
     "History",
     "ImageFolderFewShot",
+    "MetaSGD",
     "MiniImageNet",
     "Omniglot",
     "PrototypicalNetwork",
     "RelationNetwork",
+    "Reptile",
     "ResNet12",
     "Sinusoid",
     "fit",
@@ -61,6 +69,8 @@ if TYPE_CHECKING:
     from meta_learning.data.sinusoid import Sinusoid
     from meta_learning.fewshot.protonet import PrototypicalNetwork
     from meta_learning.fewshot.relation import RelationNetwork
+    from meta_learning.maml.maml import MAML
+    from meta_learning.maml.variants import ANIL, MetaSGD, Reptile
     from meta_learning.metrics import Accuracy
     from meta_learning.models.conv4 import Conv4
     from meta_learning.models.mlp import MLP
