@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
 from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning.maml.distributed import all_reduce_gradients, all_reduce_sum, shard, world
 from meta_learning.maml.functional import (
     LossFn,
     Params,
@@ -180,23 +181,45 @@ class MAML(nn.Module):
         return loss, metric
 
     def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
-        """Mean query loss over a meta-batch (differentiable) and the mean query accuracy (or loss)."""
+        """Mean query loss over a meta-batch (differentiable) and the mean query accuracy (or loss).
+
+        Under ``torch.distributed`` this rank computes only its share, scaled so that gradients summed over ranks
+        (:meth:`all_reduce_gradients`) equal the single-process gradient of the mean over the whole meta-batch.
+        """
+        episodes = list(tasks)
+        if not episodes:
+            raise ValueError("the meta-batch is empty; give at least one task")
         losses, metrics = [], []
-        for ep in tasks:
+        for ep in self.local_share(episodes):
             loss, metric = self.task_loss(ep)
             losses.append(loss)
             metrics.append(metric)
-        if not losses:
-            raise ValueError("the meta-batch is empty; give at least one task")
+        (metric_sum,) = all_reduce_sum([sum(metrics)])
         if self.training:
             self.iteration += 1
-        return StepOutput(torch.stack(losses).mean(), sum(metrics) / len(metrics))
+        return StepOutput(torch.stack(losses).sum() / len(episodes), metric_sum / len(episodes))
+
+    @staticmethod
+    def local_share(episodes: list[Episode]) -> list[Episode]:
+        """This rank's contiguous share of the meta-batch (all of it in a single process)."""
+        rank, size = world()
+        if len(episodes) < size:
+            raise ValueError(
+                f"a meta-batch of {len(episodes)} tasks cannot be split over {size} ranks; "
+                f"use meta_batch_size >= {size}"
+            )
+        return shard(episodes, rank, size)
+
+    def all_reduce_gradients(self) -> None:
+        """Sum gradients across ranks (no-op in one process); called between ``backward`` and the step."""
+        all_reduce_gradients(self.parameters())
 
     def meta_step(self, batch: Iterable[Episode] | EpisodeBatch) -> dict[str, float]:
         """One meta-update on ``batch``; returns ``{"loss", "accuracy"}`` (``accuracy`` is the loss for regression)."""
         self.optimizer.zero_grad(set_to_none=True)
         out = self.meta_loss(batch)
         out.loss.backward()
+        self.all_reduce_gradients()
         self.optimizer.step()
         return {"loss": float(out.loss.detach()), "accuracy": out.accuracy}
 
@@ -209,9 +232,10 @@ class MAML(nn.Module):
         (``EpisodeBatch`` or lists of episodes).
         """
         stream = _MetaBatches(tasks, self.meta_batch_size) if callable(getattr(tasks, "sample", None)) else tasks
+        rank, _ = world()
         return fit(
             self, stream, num_episodes=num_iterations, optimizer=self.optimizer, val_episodes=val_tasks,
-            step_fn=self.meta_loss, **kwargs,
+            step_fn=self.meta_loss, after_backward=self.all_reduce_gradients, main_process=rank == 0, **kwargs,
         )  # fmt: skip
 
     def training_step(self, batch: Iterable[Episode] | EpisodeBatch) -> StepOutput:

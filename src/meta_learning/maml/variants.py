@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning.maml.distributed import all_reduce_sum
 from meta_learning.maml.functional import LossFn, last_module_with_parameters
 from meta_learning.maml.maml import MAML
 from meta_learning.metrics import accuracy
@@ -74,28 +75,28 @@ class Reptile(MAML):
         self.optimizer = torch.optim.SGD(self.parameters(), lr=self.lr_outer)
 
     def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
-        """Surrogate whose gradient w.r.t. ``theta`` is ``theta - mean_tasks(phi_task)``."""
-        targets: dict[str, Tensor] = {}
+        """Surrogate ``sum_t 0.5 * ||theta - phi_t||^2 / B``, whose gradient is ``theta - mean_t(phi_t)``.
+
+        Each rank sums over its share of the meta-batch, so gradients summed over ranks are the same.
+        """
+        episodes = list(tasks)
+        if not episodes:
+            raise ValueError("the meta-batch is empty; give at least one task")
+        params = dict(self.model.named_parameters())
+        terms: list[Tensor] = []
         metrics: list[float] = []
-        n = 0
-        for ep in tasks:
+        for ep in self.local_share(episodes):
             x = torch.cat([ep.support_x, ep.query_x]) if ep.query_x.numel() else ep.support_x
             y = torch.cat([ep.support_y, ep.query_y]) if ep.query_y.numel() else ep.support_y
             with torch.no_grad():
-                # pre-adaptation query accuracy (or loss), the number Reptile's outer loop improves
-                out = self.predict(ep.support_x, ep.support_y, ep.query_x, num_steps=0) if ep.query_x.numel() else None
                 phi = self.adapt_params(x, y, first_order=True)[-1]
-            if out is not None:
-                q = ep.query_y
-                metrics.append(accuracy(out, q) if ep.is_classification else float(self.loss_fn(out, q)))
-            for k in self.inner_names:
-                targets[k] = targets[k] + phi[k] if k in targets else phi[k]
-            n += 1
-        if n == 0:
-            raise ValueError("the meta-batch is empty; give at least one task")
-        params = dict(self.model.named_parameters())
-        loss = sum(0.5 * (params[k] - targets[k] / n).pow(2).sum() for k in self.inner_names)
+                if ep.query_x.numel():  # pre-adaptation query accuracy (or loss): what the outer loop improves
+                    out = self.predict(ep.support_x, ep.support_y, ep.query_x, num_steps=0)
+                    q = ep.query_y
+                    metrics.append(accuracy(out, q) if ep.is_classification else float(self.loss_fn(out, q)))
+            terms.extend(0.5 * (params[k] - phi[k]).pow(2).sum() for k in self.inner_names)
+        (metric_sum,) = all_reduce_sum([sum(metrics)])
         if self.training:
             self.iteration += 1
-        metric = sum(metrics) / len(metrics) if metrics else float("nan")
-        return StepOutput(loss, metric)  # type: ignore[arg-type]
+        metric = metric_sum / len(episodes) if metrics else float("nan")
+        return StepOutput(torch.stack(terms).sum() / len(episodes), metric)

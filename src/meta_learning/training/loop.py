@@ -109,6 +109,8 @@ def fit(
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
     step_fn: Callable[[Any], StepOutput] | None = None,
+    after_backward: Callable[[], None] | None = None,
+    main_process: bool = True,
 ) -> History:
     """Train ``learner`` for ``num_episodes`` steps drawn from ``episodes``.
 
@@ -128,7 +130,10 @@ def fit(
         resume: continue from ``run_dir/checkpoints/last.pt`` if it exists.
         progress: tqdm bar with live loss/accuracy (only when stderr is a terminal).
         callbacks: ``fn(step, record)`` called after each step (``step`` counts from 1).
-        step_fn: replaces ``learner.training_step`` (e.g. a distributed meta-step).
+        step_fn: replaces ``learner.training_step`` (e.g. a meta-step over a meta-batch).
+        after_backward: called between ``backward()`` and ``optimizer.step()`` (e.g. all-reducing gradients).
+        main_process: whether this process writes ``run_dir`` (in data-parallel runs only rank 0 does; the
+            others still read checkpoints to resume).
 
     Returns:
         The :class:`History`; with ``val_episodes`` the best weights are in ``run_dir/checkpoints/best.pt``.
@@ -159,7 +164,8 @@ def fit(
     evals_since_best = 0
     running = [0.0, 0.0, 0]  # loss sum, accuracy sum, steps since the last log line
     if run is not None and ckpt_dir is not None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if main_process:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
         last = ckpt_dir / "last.pt"
         if resume and last.exists():
             state = load_checkpoint(last)
@@ -176,14 +182,15 @@ def fit(
             history = History(**json.loads(state["history"]))
             evals_since_best = int(state["evals_since_best"])
             running = list(state["running"])
-            _truncate_jsonl(run / "metrics.jsonl", start)
-        elif not resume and (run / "metrics.jsonl").exists():
+            if main_process:
+                _truncate_jsonl(run / "metrics.jsonl", start)
+        elif main_process and not resume and (run / "metrics.jsonl").exists():
             (run / "metrics.jsonl").unlink()
     if resume and start > 0 and not callable(getattr(stream, "state_dict", None)):
         raise ValueError("cannot resume from a plain iterable of episodes; pass a sampler with state_dict()")
 
     def checkpoint(step: int) -> None:
-        if ckpt_dir is None:
+        if ckpt_dir is None or not main_process:
             return
         history.steps = step
         save_checkpoint(
@@ -201,7 +208,7 @@ def fit(
             },
         )
 
-    bar = _progress_bar(progress, total=num_episodes, initial=start)
+    bar = _progress_bar(progress and main_process, total=num_episodes, initial=start)
     t0 = time.perf_counter() - history.wall_time_s
     learner.train()
     for step in range(start + 1, num_episodes + 1):
@@ -211,6 +218,8 @@ def fit(
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower lr or check the data")
         out.loss.backward()
+        if after_backward is not None:
+            after_backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -226,7 +235,7 @@ def fit(
                 "time_s": time.perf_counter() - t0,
             }
             history.train.append(entry)
-            _append_jsonl(run, {"kind": "train", **entry})
+            _append_jsonl(run if main_process else None, {"kind": "train", **entry})
             if bar is not None:
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
             running = [0.0, 0.0, 0]
@@ -238,11 +247,11 @@ def fit(
             acc = learner.evaluate(val_episodes)  # type: ignore[operator]
             val = {"step": step, "accuracy": acc.mean, "ci95": acc.ci95, "time_s": time.perf_counter() - t0}
             history.val.append(val)
-            _append_jsonl(run, {"kind": "val", **val})
+            _append_jsonl(run if main_process else None, {"kind": "val", **val})
             if history.best_val_accuracy is None or acc.mean > history.best_val_accuracy:
                 history.best_val_accuracy, history.best_step = acc.mean, step
                 evals_since_best = 0
-                if ckpt_dir is not None:
+                if ckpt_dir is not None and main_process:
                     save_checkpoint(ckpt_dir / "best.pt", {"step": step, "model": learner.state_dict()})
             else:
                 evals_since_best += 1
