@@ -1,0 +1,173 @@
+"""MAML meta-training throughput: this library vs learn2learn 0.2.0, side by side, same model and data.
+
+Conv4 (64 filters, BatchNorm with batch statistics) + linear head, 1x28x28 inputs, 5-way 1-shot, 15 queries per
+class, meta-batch 32, Adam outer step; 1 and 5 inner steps (lr 0.4), second and first order. Each configuration
+runs in a fresh process (so peak RSS is its own): 2 warm-up meta-batches, then the median of 5.
+
+Usage:
+    python benchmarks/maml_throughput.py                      # builds ../peers-venv with learn2learn if missing
+    python benchmarks/maml_throughput.py --peers-python /path/to/venv/bin/python
+    python benchmarks/maml_throughput.py --impl ours --steps 1 --order 2   # one configuration (worker mode)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WAYS, SHOTS, QUERIES, META_BATCH, INNER_LR, OUTER_LR = 5, 1, 15, 32, 0.4, 1e-3
+REPO = Path(__file__).resolve().parents[1]
+
+
+def conv4() -> nn.Module:
+    """The baseline's model, built from plain layers so that both libraries run the same network."""
+    layers: list[nn.Module] = []
+    c = 1
+    for _ in range(4):
+        layers += [nn.Conv2d(c, 64, 3, padding=1), nn.BatchNorm2d(64, track_running_stats=False), nn.ReLU(),
+                   nn.MaxPool2d(2)]  # fmt: skip
+        c = 64
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64, WAYS))
+
+
+def batch(gen: torch.Generator):
+    xs = torch.randn(META_BATCH, WAYS * SHOTS, 1, 28, 28, generator=gen)
+    xq = torch.randn(META_BATCH, WAYS * QUERIES, 1, 28, 28, generator=gen)
+    ys = torch.arange(WAYS).repeat_interleave(SHOTS).expand(META_BATCH, -1).contiguous()
+    yq = torch.arange(WAYS).repeat_interleave(QUERIES).expand(META_BATCH, -1).contiguous()
+    return xs, ys, xq, yq
+
+
+def ours_step(model: nn.Module, steps: int, first_order: bool):
+    from meta_learning.data.episode import Episode
+    from meta_learning.maml import MAML
+
+    maml = MAML(model, lr_inner=INNER_LR, lr_outer=OUTER_LR, num_inner_steps=steps, first_order=first_order)
+
+    def step(b):
+        xs, ys, xq, yq = b
+        maml.meta_step([Episode(xs[t], ys[t], xq[t], yq[t]) for t in range(META_BATCH)])
+
+    return step, maml
+
+
+def l2l_step(model: nn.Module, steps: int, first_order: bool):
+    import learn2learn as l2l
+
+    maml = l2l.algorithms.MAML(model, lr=INNER_LR, first_order=first_order)
+    opt = torch.optim.Adam(model.parameters(), lr=OUTER_LR)
+
+    def step(b):
+        xs, ys, xq, yq = b
+        opt.zero_grad(set_to_none=True)
+        for t in range(META_BATCH):
+            learner = maml.clone()
+            for _ in range(steps):
+                learner.adapt(F.cross_entropy(learner(xs[t]), ys[t]))
+            (F.cross_entropy(learner(xq[t]), yq[t]) / META_BATCH).backward()
+        opt.step()
+
+    return step, maml
+
+
+def worker(impl: str, steps: int, order: int, iters: int, warmup: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = conv4()
+    step, _ = (ours_step if impl == "ours" else l2l_step)(model, steps, order == 1)
+    b = batch(torch.Generator().manual_seed(0))
+    for _ in range(warmup):
+        step(b)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step(b)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    result = {
+        "impl": impl, "inner_steps": steps, "order": order, "threads": torch.get_num_threads(),
+        "median_s_per_metabatch": med, "tasks_per_s": META_BATCH / med,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+    if impl == "ours":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step(b)
+        result["gflop_per_metabatch"] = counter.get_total_flops() / 1e9
+        result["achieved_gflops"] = result["gflop_per_metabatch"] / med
+    return result
+
+
+def peers_python(given: str | None) -> str:
+    if given:
+        return given
+    venv = REPO.parent / "peers-venv"
+    if not (venv / "bin" / "python").exists():
+        script = REPO.parent / "shared" / "peers" / "make-peers-venv.sh"
+        subprocess.run(["bash", str(script), str(venv), "learn2learn"], check=True)
+    return str(venv / "bin" / "python")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--impl", choices=["ours", "l2l"], help="run one configuration in this process")
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--order", type=int, choices=[1, 2], default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peers-python", default=None)
+    ap.add_argument("--out", default="benchmarks/out/maml_throughput.json")
+    a = ap.parse_args()
+    if a.impl:
+        print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads)))
+        return
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _machine import machine_info, matmul_peak_gflops
+
+    from meta_learning._io import atomic_write_json
+
+    py = {"ours": sys.executable, "l2l": peers_python(a.peers_python)}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    rows = []
+    for steps in (1, 5):
+        for order in (2, 1):
+            for impl in ("l2l", "ours"):
+                cmd = [py[impl], __file__, "--impl", impl, "--steps", str(steps), "--order", str(order),
+                       "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads)]  # fmt: skip
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+                rows.append(json.loads(out.strip().splitlines()[-1]))
+                r = rows[-1]
+                print(f"{impl:5} steps={steps} order={order}: {r['tasks_per_s']:6.2f} tasks/s, "
+                      f"peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)  # fmt: skip
+    peak = matmul_peak_gflops()
+    l2l_version = subprocess.run(
+        [py["l2l"], "-c", "import learn2learn; print(learn2learn.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    report = {"machine": machine_info(), "matmul_peak_gflops": peak, "learn2learn": l2l_version, "rows": rows}
+    print(f"\n{'inner steps':>11} {'order':>5} {'l2l tasks/s':>12} {'ours tasks/s':>13} {'speed-up':>8} "
+          f"{'l2l RSS':>8} {'ours RSS':>8} {'ours GFLOP/s':>12}")  # fmt: skip
+    for i in range(0, len(rows), 2):
+        l2l, ours = rows[i], rows[i + 1]
+        speedup = ours["tasks_per_s"] / l2l["tasks_per_s"]
+        print(f"{ours['inner_steps']:>11} {ours['order']:>5} {l2l['tasks_per_s']:>12.2f} {ours['tasks_per_s']:>13.2f} "
+              f"{speedup:>7.2f}x {l2l['peak_rss_mb']:>7.0f}M {ours['peak_rss_mb']:>7.0f}M "
+              f"{ours['achieved_gflops']:>8.1f} ({100 * ours['achieved_gflops'] / peak:.0f}%)")  # fmt: skip
+    atomic_write_json(a.out, report)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
