@@ -53,6 +53,7 @@ def inner_loop(
     inner_names: Sequence[str],
     first_order: bool,
     loss_fn: LossFn = default_loss,
+    before_forward: Callable[[int], None] | None = None,
 ) -> list[Params]:
     """Run ``num_steps`` gradient steps on ``(x, y)`` and return ``[p_0, p_1, ..., p_S]``.
 
@@ -66,6 +67,7 @@ def inner_loop(
         inner_names: the parameter names ``I`` that the inner loop adapts; the others stay ``theta``.
         first_order: drop the second-order terms (inner gradients as constants).
         loss_fn: ``(outputs, targets) -> scalar``.
+        before_forward: called with ``s`` before the support forward of step ``s`` (per-step BatchNorm).
 
     Returns:
         The parameters after each step; ``result[s]`` holds all names (adapted and not).
@@ -79,6 +81,8 @@ def inner_loop(
         def support_loss(adapted: Params, bufs: Params, frozen: Params = frozen) -> Tensor:
             return loss_fn(forward(model, {**frozen, **adapted}, bufs, x), y)
 
+        if before_forward is not None:
+            before_forward(s)
         grads = grad(support_loss)({k: current[k] for k in names}, buffers)
         alpha = step_size(s) if callable(step_size) else step_size
         updated = dict(current)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
 from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning.maml.batchnorm import per_step_modules, set_step
 from meta_learning.maml.distributed import all_reduce_gradients, all_reduce_sum, shard, world
 from meta_learning.maml.functional import (
     LossFn,
@@ -113,6 +114,7 @@ class MAML(nn.Module):
             steps = max(self.num_inner_steps, 1)
             for n in self.inner_names:
                 self.inner_lrs[_key(n)] = nn.Parameter(torch.full((steps,), self.lr_inner))
+        self._per_step_bn = any(True for _ in per_step_modules(model))
         self.iteration: Tensor
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # meta-updates so far
         self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.parameters(), lr=self.lr_outer)
@@ -143,8 +145,17 @@ class MAML(nn.Module):
         return inner_loop(
             self.model, params, buffers, support_x, support_y,
             num_steps=steps, step_size=self.step_size, inner_names=self.inner_names,
-            first_order=fo, loss_fn=self.loss_fn,
+            first_order=fo, loss_fn=self.loss_fn, before_forward=self._at_step if self._per_step_bn else None,
         )  # fmt: skip
+
+    def _at_step(self, step: int) -> None:
+        """Select per-step BatchNorm slot ``step`` (MAML++ BNRS/BNWB) for the next forward; no-op otherwise."""
+        if self._per_step_bn:
+            set_step(self.model, step)
+
+    def _query_forward(self, params: Params, buffers: Params, x: Tensor, step: int) -> Tensor:
+        self._at_step(step)
+        return forward(self.model, params, buffers, x)
 
     def _first_order_now(self) -> bool:
         return self.first_order or int(self.iteration) < self.first_order_iterations
@@ -170,11 +181,11 @@ class MAML(nn.Module):
         qx, qy = episode.query_x, episode.query_y
         if self.multi_step_loss and len(trajectory) > 1:
             weights = self.msl_weights(len(trajectory) - 1).tolist()
-            outs = [forward(self.model, p, buffers, qx) for p in trajectory[1:]]
+            outs = [self._query_forward(p, buffers, qx, s + 1) for s, p in enumerate(trajectory[1:])]
             loss = torch.stack([w * self.loss_fn(o, qy) for w, o in zip(weights, outs, strict=True)]).sum()
             final = outs[-1].detach()
         else:
-            out = forward(self.model, trajectory[-1], buffers, qx)
+            out = self._query_forward(trajectory[-1], buffers, qx, len(trajectory) - 1)
             loss = self.loss_fn(out, qy)
             final = out.detach()
         metric = accuracy(final, qy) if episode.is_classification else float(self.loss_fn(final, qy))
@@ -255,14 +266,16 @@ class MAML(nn.Module):
         with torch.no_grad():
             for name, p in adapted.named_parameters():
                 p.copy_(final[name].detach())
+        steps = self.num_inner_steps if num_steps is None else num_steps
+        set_step(adapted, steps)  # per-step BatchNorm: the adapted module predicts with the query slot
         return adapted
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_steps: int | None = None) -> Tensor:
         """Query outputs after adapting on the support set (no meta-gradient kept)."""
         with torch.no_grad():
-            final = self.adapt_params(support_x, support_y, num_steps, first_order=True)[-1]
+            trajectory = self.adapt_params(support_x, support_y, num_steps, first_order=True)
             buffers = {k: v.clone() for k, v in self.model.named_buffers()}
-            return forward(self.model, final, buffers, query_x)
+            return self._query_forward(trajectory[-1], buffers, query_x, len(trajectory) - 1)
 
     def adaptation_curve(self, tasks: Iterable[Episode], steps: Sequence[int] = (0, 1, 2, 5, 10)) -> dict[int, Any]:
         """Query accuracy (or MSE) after each number of inner steps in ``steps``, from one inner loop per task."""
@@ -275,7 +288,7 @@ class MAML(nn.Module):
                 trajectory = self.adapt_params(ep.support_x, ep.support_y, wanted[-1], first_order=True)
                 buffers = {k: v.clone() for k, v in self.model.named_buffers()}
                 for s in wanted:
-                    out = forward(self.model, trajectory[s], buffers, ep.query_x)
+                    out = self._query_forward(trajectory[s], buffers, ep.query_x, s)
                     per_step[s].append(
                         float(self.loss_fn(out, ep.query_y)) if regression else accuracy(out, ep.query_y)
                     )
