@@ -83,4 +83,22 @@ def test_datasets_and_configs_listing(real_env, capsys):
     assert "omniglot" in out and "found:" in out.split("omniglot", 1)[1].splitlines()[0]
     assert main(["configs"]) == 0
     names = capsys.readouterr().out.split()
-    assert {"protonet_omniglot_5w1s", "relationnet_omniglot_20w5s"} <= set(names) and len(names) == 8
+    assert {"protonet_omniglot_5w1s", "relationnet_omniglot_20w5s", "maml_omniglot_5w1s"} <= set(names)
+    assert len(names) == 10
+
+
+def test_maml_config_trains_and_evaluates_through_the_cli(real_env, tmp_path, capsys):
+    run = tmp_path / "maml"
+    args = ["train", "maml_omniglot_5w1s", "--run-dir", str(run), "--set", "maml.meta_batch_size=2",
+            "--set", "train.num_episodes=3", "--set", "train.eval_every=3", "--set", "train.val_episodes=2",
+            "--set", "eval.episodes=4", "--set", "data.download=false", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 3 and results["test"]["5-way 1-shot"]["n"] == 4
+    state = safe_torch_load(run / "checkpoints" / "last.pt")
+    assert int(state["model"]["iteration"]) == 3  # three meta-updates of the MAML learner
+    assert main(["evaluate", str(run)]) == 0
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert reported["mean"] == pytest.approx(results["test"]["5-way 1-shot"]["mean"])
+    code = main(["train", "maml_omniglot_5w1s", "--set", "data.test_way=20", "--run-dir", str(tmp_path / "x")])
+    assert code == 2 and "train_way=5 but data.test_way=20" in capsys.readouterr().err

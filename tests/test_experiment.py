@@ -23,11 +23,11 @@ def test_build_learner_follows_the_config():
 
 def test_shipped_configs_resolve_and_build():
     names = shipped_configs()
-    assert len(names) == 8
+    assert len(names) == 10
     for name in names:
         path = resolve_config_path(name)
         assert path.name == f"{name}.yaml"
-    with pytest.raises(FileNotFoundError, match="shipped configs: protonet_omniglot_20w1s"):
+    with pytest.raises(FileNotFoundError, match="shipped configs: maml_omniglot_20w1s, .*protonet_omniglot_5w1s"):
         resolve_config_path("nope")
 
 

@@ -237,9 +237,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    """Few-shot learner and its own options (``relation_*`` apply to ``relationnet`` only)."""
+    """Few-shot learner and its own options (``relation_*`` apply to ``relationnet`` only; the MAML family reads
+    the ``maml`` section)."""
 
-    name: Literal["protonet", "relationnet"] = "protonet"
+    name: Literal["protonet", "relationnet", "maml", "anil", "metasgd"] = "protonet"
     distance_metric: Literal["euclidean", "cosine"] = "euclidean"
     relation_loss: Literal["mse", "cross_entropy"] = "mse"
     relation_hidden: int = 8
@@ -299,12 +300,17 @@ class MAMLConfig:
     lr_outer: float = 0.001
     num_inner_steps: int = 5
     first_order: bool = False
+    meta_batch_size: int = 32
+    eval_inner_steps: int | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
         _checks.check_positive_float("lr_inner", self.lr_inner)
         _checks.check_positive_float("lr_outer", self.lr_outer)
         _checks.check_non_negative_int("num_inner_steps", self.num_inner_steps)  # 0: a no-adaptation baseline
+        _checks.check_positive_int("meta_batch_size", self.meta_batch_size)
+        if self.eval_inner_steps is not None:
+            _checks.check_non_negative_int("eval_inner_steps", self.eval_inner_steps)
 
 
 @dataclass(frozen=True)

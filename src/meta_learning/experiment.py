@@ -18,7 +18,6 @@ from torch import nn
 from meta_learning._io import atomic_write_json, data_root
 from meta_learning.config import DataConfig, ExperimentConfig, load_config, save_config, to_dict
 from meta_learning.data.sampler import EpisodeSampler
-from meta_learning.fewshot.base import EpisodicLearner
 from meta_learning.metrics import Accuracy
 from meta_learning.training.checkpoint import load_model_weights
 from meta_learning.training.loop import History, fit
@@ -62,9 +61,14 @@ def build_dataset(data: DataConfig, split: str) -> Any:
     return ImageFolderFewShot(data_root(data.root) / split, image_size=data.image_size)
 
 
-def build_learner(cfg: ExperimentConfig) -> EpisodicLearner:
-    """The learner and backbone described by ``cfg.learner`` / ``cfg.model``."""
+MAML_FAMILY = ("maml", "anil", "metasgd")
+
+
+def build_learner(cfg: ExperimentConfig) -> Any:
+    """The learner and backbone described by ``cfg.learner`` / ``cfg.model`` (and ``cfg.maml`` for MAML)."""
     m, lc = cfg.model, cfg.learner
+    if lc.name in MAML_FAMILY:
+        return _build_maml(cfg)
     if lc.name == "relationnet":
         from meta_learning.fewshot.relation import RelationNetwork
 
@@ -89,6 +93,31 @@ def build_learner(cfg: ExperimentConfig) -> EpisodicLearner:
     else:
         raise ValueError(f"model.backbone={m.backbone!r} does not take images; use 'conv4' or 'resnet12'")
     return PrototypicalNetwork(encoder, distance_metric=lc.distance_metric)
+
+
+def _build_maml(cfg: ExperimentConfig) -> Any:
+    from meta_learning.maml import ANIL, MAML, MetaSGD
+    from meta_learning.models.conv4 import Conv4
+
+    d, m, mc = cfg.data, cfg.model, cfg.maml
+    if mc is None:
+        from meta_learning.config import MAMLConfig
+
+        mc = MAMLConfig()
+    if d.train_way != d.test_way:
+        raise ValueError(
+            f"data.train_way={d.train_way} but data.test_way={d.test_way}; the MAML family's classifier head has "
+            "one output per way, so both must be equal"
+        )
+    if m.backbone != "conv4":
+        raise ValueError(f"model.backbone={m.backbone!r}: the MAML configs support 'conv4' for now")
+    feature = m.hidden_channels * (d.image_size // 16) ** 2
+    model = Conv4(m.in_channels, m.hidden_channels, num_classes=d.train_way, feature_size=feature)
+    cls = {"maml": MAML, "anil": ANIL, "metasgd": MetaSGD}[cfg.learner.name]
+    return cls(
+        model, lr_inner=mc.lr_inner, lr_outer=mc.lr_outer, num_inner_steps=mc.num_inner_steps,
+        first_order=mc.first_order, meta_batch_size=mc.meta_batch_size,
+    )  # fmt: skip
 
 
 def default_run_dir(cfg: ExperimentConfig) -> Path:
@@ -126,30 +155,29 @@ def train_experiment(
     val_eps = [e.to(device) for e in evaluation_sampler(cfg, val_set).evaluation_episodes(t.val_episodes, seed=0)]
     stream = _DeviceStream(sampler, device)
     started = time.perf_counter()
-    history = fit(
-        learner,
-        stream,
-        num_episodes=t.num_episodes,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        lr_decay_every=t.lr_decay_every,
-        lr_decay=t.lr_decay,
-        val_episodes=val_eps,
-        eval_every=t.eval_every,
-        patience=t.patience,
-        max_time_s=t.max_time_s,
-        run_dir=run,
-        checkpoint_every=t.checkpoint_every,
-        resume=resume,
-        progress=t.progress if progress is None else progress,
-    )
+    common: dict[str, Any] = {
+        "lr_decay_every": t.lr_decay_every,
+        "lr_decay": t.lr_decay,
+        "eval_every": t.eval_every,
+        "patience": t.patience,
+        "max_time_s": t.max_time_s,
+        "run_dir": run,
+        "checkpoint_every": t.checkpoint_every,
+        "resume": resume,
+        "progress": t.progress if progress is None else progress,
+    }
+    if cfg.learner.name in MAML_FAMILY:  # meta-batches, the learner's own outer optimizer (lr_outer)
+        history = learner.meta_train(stream, num_iterations=t.num_episodes, val_tasks=val_eps, **common)
+    else:
+        history = fit(
+            learner, stream, num_episodes=t.num_episodes, lr=t.lr, weight_decay=t.weight_decay,
+            val_episodes=val_eps, **common,
+        )  # fmt: skip
     session_s = time.perf_counter() - started
     return finish_run(cfg, run, learner, history, session_s)
 
 
-def finish_run(
-    cfg: ExperimentConfig, run: Path, learner: EpisodicLearner, history: History, session_s: float
-) -> dict[str, Any]:
+def finish_run(cfg: ExperimentConfig, run: Path, learner: Any, history: History, session_s: float) -> dict[str, Any]:
     """Evaluate the best checkpoint on the test split and write ``results.json``."""
     best = run / "checkpoints" / "best.pt"
     if best.is_file():
@@ -172,7 +200,7 @@ def finish_run(
 
 
 def evaluate_learner(
-    cfg: ExperimentConfig, learner: EpisodicLearner, n_way: int | None = None, k_shot: int | None = None
+    cfg: ExperimentConfig, learner: Any, n_way: int | None = None, k_shot: int | None = None
 ) -> Accuracy:
     """Accuracy on ``cfg.eval.episodes`` fixed test episodes (seed ``cfg.eval.seed``)."""
     test_set = build_dataset(cfg.data, cfg.data.test_split)
@@ -180,10 +208,13 @@ def evaluate_learner(
         cfg.eval.episodes, seed=cfg.eval.seed
     )
     device = next(learner.parameters()).device
-    return learner.evaluate(e.to(device) for e in episodes)
+    moved = [e.to(device) for e in episodes]
+    if cfg.learner.name in MAML_FAMILY and cfg.maml is not None and cfg.maml.eval_inner_steps is not None:
+        return learner.evaluate(moved, num_steps=cfg.maml.eval_inner_steps)
+    return learner.evaluate(moved)
 
 
-def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best") -> tuple[ExperimentConfig, EpisodicLearner]:
+def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best") -> tuple[ExperimentConfig, Any]:
     """Rebuild a run's learner from its ``config.yaml`` and load ``checkpoints/{checkpoint}.pt``."""
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
