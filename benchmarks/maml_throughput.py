@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peers-python", default=None)
+    ap.add_argument("--inner-steps", nargs="+", type=int, default=[1, 5], help="inner-step counts to compare")
     ap.add_argument("--out", default="benchmarks/out/maml_throughput.json")
     a = ap.parse_args()
     if a.impl:
@@ -142,7 +143,7 @@ def main() -> None:
     py = {"ours": sys.executable, "l2l": peers_python(a.peers_python)}
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     rows = []
-    for steps in (1, 5):
+    for steps in a.inner_steps:
         for order in (2, 1):
             for impl in ("l2l", "ours"):
                 cmd = [py[impl], __file__, "--impl", impl, "--steps", str(steps), "--order", str(order),
