@@ -35,3 +35,13 @@ def test_relation_network_config_runs_on_omniglot_sized_input():
     rn = build_learner(ExperimentConfig(learner=LearnerConfig(name="relationnet")))
     logits = rn.predict(torch.rand(5, 1, 28, 28), torch.arange(5), torch.rand(3, 1, 28, 28))
     assert logits.shape == (3, 5)
+
+
+def test_shipped_omniglot_configs_fit_the_twenty_drawings_per_character():
+    from meta_learning.config import load_config
+
+    for name in shipped_configs():
+        d = load_config(resolve_config_path(name)).data
+        if d.dataset == "omniglot":
+            assert d.train_shot + d.train_query <= 20, name
+            assert d.test_shot + d.test_query <= 20, name
