@@ -204,3 +204,16 @@ def test_errors():
         MAML("model")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="expected an Episode or a"):
         MAML(mlp()).adapt(torch.zeros(3, 4))
+
+
+def test_meta_backward_accumulates_the_same_gradient_task_by_task():
+    model = conv4()
+    maml = MAML(model, lr_inner=0.3, num_inner_steps=2)
+    eps = tasks((1, 28, 28), n=3)
+    expected = grads_of(maml.meta_loss(eps).loss, list(model.parameters()))
+    maml.iteration.zero_()
+    model.zero_grad()
+    out = maml.meta_backward(eps)
+    assert out.backward_done and not out.loss.requires_grad
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-10, atol=1e-12)

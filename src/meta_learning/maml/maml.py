@@ -221,6 +221,26 @@ class MAML(nn.Module):
             )
         return shard(episodes, rank, size)
 
+    def meta_backward(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+        """Accumulate the meta-gradient of :meth:`meta_loss` task by task, freeing each task's graph at once.
+
+        Same gradients as ``meta_loss(tasks).loss.backward()`` with the memory of one task's graph instead of the
+        whole meta-batch's. Returns the (detached) meta-loss with ``backward_done=True``.
+        """
+        episodes = list(tasks)
+        if not episodes:
+            raise ValueError("the meta-batch is empty; give at least one task")
+        total, metric_sum = 0.0, 0.0
+        for ep in self.local_share(episodes):
+            loss, metric = self.task_loss(ep)
+            (loss / len(episodes)).backward()
+            total += float(loss.detach())
+            metric_sum += metric
+        loss_sum, metric_all = all_reduce_sum([total, metric_sum])
+        if self.training:
+            self.iteration += 1
+        return StepOutput(torch.tensor(loss_sum / len(episodes)), metric_all / len(episodes), backward_done=True)
+
     def all_reduce_gradients(self) -> None:
         """Sum gradients across ranks (no-op in one process); called between ``backward`` and the step."""
         all_reduce_gradients(self.parameters())
@@ -228,8 +248,7 @@ class MAML(nn.Module):
     def meta_step(self, batch: Iterable[Episode] | EpisodeBatch) -> dict[str, float]:
         """One meta-update on ``batch``; returns ``{"loss", "accuracy"}`` (``accuracy`` is the loss for regression)."""
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.meta_loss(batch)
-        out.loss.backward()
+        out = self.meta_backward(batch)
         self.all_reduce_gradients()
         self.optimizer.step()
         return {"loss": float(out.loss.detach()), "accuracy": out.accuracy}
@@ -246,11 +265,11 @@ class MAML(nn.Module):
         rank, _ = world()
         return fit(
             self, stream, num_episodes=num_iterations, optimizer=self.optimizer, val_episodes=val_tasks,
-            step_fn=self.meta_loss, after_backward=self.all_reduce_gradients, main_process=rank == 0, **kwargs,
+            step_fn=self.meta_backward, after_backward=self.all_reduce_gradients, main_process=rank == 0, **kwargs,
         )  # fmt: skip
 
     def training_step(self, batch: Iterable[Episode] | EpisodeBatch) -> StepOutput:
-        return self.meta_loss(batch)
+        return self.meta_backward(batch)
 
     # -- adaptation and evaluation ---------------------------------------------------------------------------
 

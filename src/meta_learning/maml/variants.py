@@ -100,3 +100,9 @@ class Reptile(MAML):
             self.iteration += 1
         metric = metric_sum / len(episodes) if metrics else float("nan")
         return StepOutput(torch.stack(terms).sum() / len(episodes), metric)
+
+    def meta_backward(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+        """Backward of the Reptile surrogate (its graph is one subtraction per parameter, nothing to free early)."""
+        out = self.meta_loss(tasks)
+        out.loss.backward()
+        return StepOutput(out.loss.detach(), out.accuracy, backward_done=True)

@@ -30,10 +30,15 @@ from meta_learning.training.checkpoint import load_checkpoint, save_checkpoint
 
 @dataclass(frozen=True)
 class StepOutput:
-    """What one training step reports: the differentiable ``loss`` and the query ``accuracy`` in [0, 1]."""
+    """What one training step reports: the differentiable ``loss`` and the query ``accuracy`` in [0, 1].
+
+    ``backward_done=True`` means the step already accumulated its gradients (e.g. task by task, to free each
+    task's graph early) and ``loss`` is only reported.
+    """
 
     loss: Tensor
     accuracy: float
+    backward_done: bool = False
 
 
 class EpisodicModel(Protocol):
@@ -217,7 +222,8 @@ def fit(
         out = train_step(batch)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower lr or check the data")
-        out.loss.backward()
+        if not out.backward_done:
+            out.loss.backward()
         if after_backward is not None:
             after_backward()
         optimizer.step()
