@@ -34,3 +34,14 @@ def test_few_hundred_episodes_beat_chance_on_held_out_characters(splits, make, t
     # chance is 20%; test characters (and alphabets) are never seen in training
     assert after.mean > threshold, f"{after} (before training: {before})"
     assert after.mean > before.mean + 0.2
+
+
+@pytest.mark.slow
+def test_protonet_reaches_95_percent_5way_1shot_after_1000_episodes(splits):
+    """Minutes-long: 1,000 20-way episodes of the paper's recipe clear 95% on held-out 5-way 1-shot tasks."""
+    train, test = splits
+    torch.manual_seed(0)
+    learner = PrototypicalNetwork(Conv4())
+    learner.train_episodes(EpisodeSampler(train, 20, 1, 5, seed=0), num_episodes=1000, lr=1e-3, progress=False)
+    acc = learner.evaluate(EpisodeSampler(test, 5, 1, 15).evaluation_episodes(300, seed=1))
+    assert acc.mean > 0.95, str(acc)
