@@ -43,3 +43,12 @@ def test_every_public_name_resolves():
 def test_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'NotAThing'"):
         meta_learning.NotAThing  # noqa: B018
+
+
+def test_a_learner_does_not_import_the_dataset_modules():
+    out = _run(
+        "import sys\nfrom meta_learning import PrototypicalNetwork, MAML\n"
+        "heavy = ('PIL', 'meta_learning.data.omniglot', 'meta_learning.data.image_folder')\n"
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    assert out == "[]"

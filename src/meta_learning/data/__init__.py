@@ -1,13 +1,29 @@
-"""Episodic data: episodes, samplers and few-shot datasets."""
+"""Episodic data: episodes, samplers and few-shot datasets.
 
-from meta_learning.data.base import LabelledDataset, TensorLabelledDataset
-from meta_learning.data.download import download_url, extract_archive
-from meta_learning.data.episode import Episode, EpisodeBatch
-from meta_learning.data.image_folder import ImageFolderFewShot, MiniImageNet
-from meta_learning.data.omniglot import Omniglot
-from meta_learning.data.sampler import EpisodeSampler
-from meta_learning.data.sinusoid import Sinusoid, SinusoidParams
-from meta_learning.data.source import EpisodeSource
+Exports are lazy (PEP 562): learners import ``meta_learning.data.episode``, which runs this file, and must not pay
+for PIL and the dataset modules they do not use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "LabelledDataset": "base",
+    "TensorLabelledDataset": "base",
+    "download_url": "download",
+    "extract_archive": "download",
+    "Episode": "episode",
+    "EpisodeBatch": "episode",
+    "ImageFolderFewShot": "image_folder",
+    "MiniImageNet": "image_folder",
+    "Omniglot": "omniglot",
+    "EpisodeSampler": "sampler",
+    "EpisodeSource": "source",
+    "Sinusoid": "sinusoid",
+    "SinusoidParams": "sinusoid",
+}
 
 __all__ = [
     "Episode",
@@ -24,3 +40,22 @@ __all__ = [
     "download_url",
     "extract_archive",
 ]
+
+if TYPE_CHECKING:
+    from meta_learning.data.base import LabelledDataset, TensorLabelledDataset
+    from meta_learning.data.download import download_url, extract_archive
+    from meta_learning.data.episode import Episode, EpisodeBatch
+    from meta_learning.data.image_folder import ImageFolderFewShot, MiniImageNet
+    from meta_learning.data.omniglot import Omniglot
+    from meta_learning.data.sampler import EpisodeSampler
+    from meta_learning.data.sinusoid import Sinusoid, SinusoidParams
+    from meta_learning.data.source import EpisodeSource
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meta_learning.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"meta_learning.data.{module}"), name)
+    globals()[name] = value
+    return value

@@ -131,15 +131,27 @@ class MAML(nn.Module):
         return {n: self.inner_lrs[_key(n)][min(step, last)] for n in self.inner_names}
 
     def _state(self) -> tuple[Params, Params]:
-        params: Params = dict(self.model.named_parameters())
-        buffers = {k: v.clone() for k, v in self.model.named_buffers()}  # updates during adaptation are dropped
-        return params, buffers
+        return dict(self.model.named_parameters()), self._cloned_buffers()
+
+    def _cloned_buffers(self) -> Params:
+        """A clone of the model's buffers: updates made during adaptation are dropped."""
+        return {k: v.clone() for k, v in self.model.named_buffers()}
 
     def adapt_params(
-        self, support_x: Tensor, support_y: Tensor, num_steps: int | None = None, first_order: bool | None = None
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        num_steps: int | None = None,
+        first_order: bool | None = None,
+        buffers: Params | None = None,
     ) -> list[Params]:
-        """Parameters after each inner step on the support set: ``[theta, p_1, ..., p_S]`` (differentiable)."""
-        params, buffers = self._state()
+        """Parameters after each inner step on the support set: ``[theta, p_1, ..., p_S]`` (differentiable).
+
+        ``buffers``: the (cloned) buffers to run with, so a caller can reuse them for its query forward; default a
+        fresh clone of the model's.
+        """
+        params, fresh = self._state()
+        buffers = fresh if buffers is None else buffers
         steps = self.num_inner_steps if num_steps is None else check_non_negative_int("num_steps", num_steps)
         fo = self._first_order_now() if first_order is None else first_order
         return inner_loop(
@@ -176,8 +188,8 @@ class MAML(nn.Module):
 
     def task_loss(self, episode: Episode) -> tuple[Tensor, float]:
         """Query loss of one task after the inner loop (differentiable w.r.t. the meta-parameters) and metric."""
-        trajectory = self.adapt_params(episode.support_x, episode.support_y)
-        buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+        buffers = self._cloned_buffers()
+        trajectory = self.adapt_params(episode.support_x, episode.support_y, buffers=buffers)
         qx, qy = episode.query_x, episode.query_y
         if self.multi_step_loss and len(trajectory) > 1:
             weights = self.msl_weights(len(trajectory) - 1).tolist()
@@ -197,18 +209,7 @@ class MAML(nn.Module):
         Under ``torch.distributed`` this rank computes only its share, scaled so that gradients summed over ranks
         (:meth:`all_reduce_gradients`) equal the single-process gradient of the mean over the whole meta-batch.
         """
-        episodes = list(tasks)
-        if not episodes:
-            raise ValueError("the meta-batch is empty; give at least one task")
-        losses, metrics = [], []
-        for ep in self.local_share(episodes):
-            loss, metric = self.task_loss(ep)
-            losses.append(loss)
-            metrics.append(metric)
-        (metric_sum,) = all_reduce_sum([sum(metrics)])
-        if self.training:
-            self.iteration += 1
-        return StepOutput(torch.stack(losses).sum() / len(episodes), metric_sum / len(episodes))
+        return self._over_meta_batch(tasks, backward=False)
 
     @staticmethod
     def local_share(episodes: list[Episode]) -> list[Episode]:
@@ -227,19 +228,29 @@ class MAML(nn.Module):
         Same gradients as ``meta_loss(tasks).loss.backward()`` with the memory of one task's graph instead of the
         whole meta-batch's. Returns the (detached) meta-loss with ``backward_done=True``.
         """
+        return self._over_meta_batch(tasks, backward=True)
+
+    def _over_meta_batch(self, tasks: Iterable[Episode] | EpisodeBatch, backward: bool) -> StepOutput:
         episodes = list(tasks)
         if not episodes:
             raise ValueError("the meta-batch is empty; give at least one task")
-        total, metric_sum = 0.0, 0.0
+        n = len(episodes)
+        kept: list[Tensor] = []
+        loss_sum, metric_sum = 0.0, 0.0
         for ep in self.local_share(episodes):
             loss, metric = self.task_loss(ep)
-            (loss / len(episodes)).backward()
-            total += float(loss.detach())
+            if backward:
+                (loss / n).backward()
+            else:
+                kept.append(loss)
+            loss_sum += float(loss.detach())
             metric_sum += metric
-        loss_sum, metric_all = all_reduce_sum([total, metric_sum])
+        loss_all, metric_all = all_reduce_sum([loss_sum, metric_sum])
         if self.training:
             self.iteration += 1
-        return StepOutput(torch.tensor(loss_sum / len(episodes)), metric_all / len(episodes), backward_done=True)
+        if backward:
+            return StepOutput(torch.tensor(loss_all / n), metric_all / n, backward_done=True)
+        return StepOutput(torch.stack(kept).sum() / n, metric_all / n)
 
     def all_reduce_gradients(self) -> None:
         """Sum gradients across ranks (no-op in one process); called between ``backward`` and the step."""
@@ -292,8 +303,8 @@ class MAML(nn.Module):
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_steps: int | None = None) -> Tensor:
         """Query outputs after adapting on the support set (no meta-gradient kept)."""
         with torch.no_grad():
-            trajectory = self.adapt_params(support_x, support_y, num_steps, first_order=True)
-            buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+            buffers = self._cloned_buffers()
+            trajectory = self.adapt_params(support_x, support_y, num_steps, first_order=True, buffers=buffers)
             return self._query_forward(trajectory[-1], buffers, query_x, len(trajectory) - 1)
 
     def adaptation_curve(self, tasks: Iterable[Episode], steps: Sequence[int] = (0, 1, 2, 5, 10)) -> dict[int, Any]:
@@ -304,8 +315,10 @@ class MAML(nn.Module):
         for ep in tasks:
             regression = not ep.is_classification
             with torch.no_grad():
-                trajectory = self.adapt_params(ep.support_x, ep.support_y, wanted[-1], first_order=True)
-                buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+                buffers = self._cloned_buffers()
+                trajectory = self.adapt_params(
+                    ep.support_x, ep.support_y, wanted[-1], first_order=True, buffers=buffers
+                )
                 for s in wanted:
                     out = self._query_forward(trajectory[s], buffers, ep.query_x, s)
                     per_step[s].append(
