@@ -28,6 +28,7 @@ SCRIPT = textwrap.dedent(
     learner.meta_train(Sinusoid(k_shot=10, n_query=10, seed=0), num_iterations=3, progress=False)
     if dist.get_rank() == 0:
         torch.save(learner.state_dict(), sys.argv[1])
+    dist.barrier()  # without it a rank that tears gloo down first can abort ("terminate called ...") in the other
     dist.destroy_process_group()
     """
 )
