@@ -77,13 +77,18 @@ def inner_loop(
     current = params
     for s in range(num_steps):
         frozen = {k: v for k, v in current.items() if k not in names}
+        # First order: the inner gradient is a constant, so it is taken at detached parameters; otherwise
+        # torch.func.grad would record the support pass's graph back to theta for nothing.
+        point = {k: current[k].detach() if first_order else current[k] for k in names}
+        if first_order:
+            frozen = {k: v.detach() for k, v in frozen.items()}
 
         def support_loss(adapted: Params, bufs: Params, frozen: Params = frozen) -> Tensor:
             return loss_fn(forward(model, {**frozen, **adapted}, bufs, x), y)
 
         if before_forward is not None:
             before_forward(s)
-        grads = grad(support_loss)({k: current[k] for k in names}, buffers)
+        grads = grad(support_loss)(point, buffers)
         alpha = step_size(s) if callable(step_size) else step_size
         updated = dict(current)
         for k in names:

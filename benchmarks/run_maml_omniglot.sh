@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The MAML-family Omniglot runs as measured for benchmarks/RESULTS.md, one process per run, each under the global
+# benchmark lock (other heavy jobs wait). 5-way: all four algorithms; 20-way: MAML (CPU time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+b=benchmarks/maml_omniglot.py
+lock=${BENCH_LOCK:-/tmp/meta_learning_bench.lock}
+for algo in maml fomaml anil metasgd; do
+  flock "$lock" python $b --algo "$algo" --way 5 --minutes 5 --eval-every 20
+done
+flock "$lock" python $b --algo maml --way 20 --minutes 5 --eval-every 20 --val-tasks 40 --curve-tasks 200
+python $b --plot
