@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
 from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning.maml.batched import batched_task_losses, same_shapes, vmap_refusal
 from meta_learning.maml.batchnorm import per_step_modules, set_step
 from meta_learning.maml.distributed import all_reduce_gradients, all_reduce_sum, shard, world
 from meta_learning.maml.functional import (
@@ -68,6 +69,9 @@ class MAML(nn.Module):
         multi_step_loss: MAML++ multi-step loss with annealed weights over ``msl_iterations`` meta-iterations.
         first_order_iterations: MAML++ derivative-order annealing (first order for this many iterations).
         loss_fn: ``(outputs, targets) -> loss``; default cross-entropy for integer labels, MSE for floats.
+        batch_tasks: run a meta-batch's tasks as one ``vmap``-batched computation instead of the per-task loop
+            (default ``False``: slower on CPU, see :mod:`meta_learning.maml.batched`). Only for models built from
+            layers proven exact under vmap, without buffers; others raise ``ValueError`` naming the module.
 
     Example:
         >>> maml = MAML(model=Conv4(num_classes=5), lr_inner=0.4, lr_outer=0.001, num_inner_steps=1)
@@ -89,6 +93,7 @@ class MAML(nn.Module):
         msl_iterations: int = 10_000,
         first_order_iterations: int = 0,
         loss_fn: LossFn | None = None,
+        batch_tasks: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -113,8 +118,16 @@ class MAML(nn.Module):
         elif self.learn_inner_lr == "per_step":
             steps = max(self.num_inner_steps, 1)
             for n in self.inner_names:
-                self.inner_lrs[_key(n)] = nn.Parameter(torch.full((steps,), self.lr_inner))
+                self.inner_lrs[_key(n)] = nn.Parameter(
+                    torch.full((steps,), self.lr_inner, dtype=params[n].dtype, device=params[n].device)
+                )
         self._per_step_bn = any(True for _ in per_step_modules(model))
+        if not isinstance(batch_tasks, bool):
+            raise TypeError(f"batch_tasks must be True or False, got {batch_tasks!r}")
+        refusal = vmap_refusal(model) if batch_tasks else None
+        if refusal is not None:
+            raise ValueError(f"batch_tasks=True: {refusal}; use the per-task loop (batch_tasks=False)")
+        self.batch_tasks = batch_tasks
         self.iteration: Tensor
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # meta-updates so far
         self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.parameters(), lr=self.lr_outer)
@@ -188,20 +201,33 @@ class MAML(nn.Module):
 
     def task_loss(self, episode: Episode) -> tuple[Tensor, float]:
         """Query loss of one task after the inner loop (differentiable w.r.t. the meta-parameters) and metric."""
+        loss, final = self._task_loss_and_output(episode.support_x, episode.support_y, episode.query_x, episode.query_y)
+        return loss, self._metric(final.detach(), episode.query_y)
+
+    def _metric(self, outputs: Tensor, targets: Tensor) -> float:
+        if torch.is_floating_point(targets):
+            return float(self.loss_fn(outputs, targets))
+        return accuracy(outputs, targets)
+
+    def _task_loss_and_output(self, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
+        """The inner loop on the support set, then the (multi-step) query loss and the final query outputs."""
         buffers = self._cloned_buffers()
-        trajectory = self.adapt_params(episode.support_x, episode.support_y, buffers=buffers)
-        qx, qy = episode.query_x, episode.query_y
+        trajectory = self.adapt_params(sx, sy, buffers=buffers)
         if self.multi_step_loss and len(trajectory) > 1:
             weights = self.msl_weights(len(trajectory) - 1).tolist()
             outs = [self._query_forward(p, buffers, qx, s + 1) for s, p in enumerate(trajectory[1:])]
             loss = torch.stack([w * self.loss_fn(o, qy) for w, o in zip(weights, outs, strict=True)]).sum()
-            final = outs[-1].detach()
-        else:
-            out = self._query_forward(trajectory[-1], buffers, qx, len(trajectory) - 1)
-            loss = self.loss_fn(out, qy)
-            final = out.detach()
-        metric = accuracy(final, qy) if episode.is_classification else float(self.loss_fn(final, qy))
-        return loss, metric
+            return loss, outs[-1]
+        out = self._query_forward(trajectory[-1], buffers, qx, len(trajectory) - 1)
+        return self.loss_fn(out, qy), out
+
+    def uses_batched_path(self, episodes: list[Episode]) -> bool:
+        """Whether this meta-batch (this rank's share) runs as one vmap-batched computation."""
+        if not self.batch_tasks or len(episodes) < 2:
+            return False
+        if not same_shapes(episodes):
+            raise ValueError("batch_tasks=True needs the tasks of a meta-batch to have equal shapes")
+        return True
 
     def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
         """Mean query loss over a meta-batch (differentiable) and the mean query accuracy (or loss).
@@ -237,7 +263,17 @@ class MAML(nn.Module):
         n = len(episodes)
         kept: list[Tensor] = []
         loss_sum, metric_sum = 0.0, 0.0
-        for ep in self.local_share(episodes):
+        local = self.local_share(episodes)
+        if self.uses_batched_path(local):
+            losses, outs, targets = batched_task_losses(self._task_loss_and_output, local)
+            if backward:
+                (losses.sum() / n).backward()
+            else:
+                kept.append(losses.sum())
+            loss_sum = float(losses.detach().sum())
+            metric_sum = sum(self._metric(o, t) for o, t in zip(outs.detach(), targets, strict=True))
+            local = []
+        for ep in local:
             loss, metric = self.task_loss(ep)
             if backward:
                 (loss / n).backward()
