@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 b=benchmarks/maml_omniglot.py
 lock=${BENCH_LOCK:-/tmp/meta_learning_bench.lock}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 for algo in maml fomaml anil metasgd; do
-  flock "$lock" python $b --algo "$algo" --way 5 --minutes 5 --eval-every 20
+  flock "$lock" python $b --algo "$algo" --way 5 --iterations 200 --eval-every 20
 done
-flock "$lock" python $b --algo maml --way 20 --minutes 5 --eval-every 20 --val-tasks 40 --curve-tasks 200
+flock "$lock" python $b --algo maml --way 20 --iterations 100 --eval-every 20 --val-tasks 40 --curve-tasks 200
 python $b --plot
