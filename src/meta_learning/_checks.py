@@ -6,6 +6,7 @@ is allowed, so that callers never need a bare ``assert`` for user input.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,3 +44,12 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     if value not in options:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, options))}")
     return str(value)
+
+
+def check_finite_non_negative(name: str, value: Any) -> float:
+    """Return ``float(value)`` if it is a finite real number >= 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value} but it must be a finite number >= 0")
+    return float(value)
