@@ -136,8 +136,9 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
-    for ax, way in zip(axes, (5, 20), strict=True):
+    ways = sorted({r["way"] for r in results})
+    fig, axes = plt.subplots(1, len(ways), figsize=(5.5 * len(ways), 4), squeeze=False)
+    for ax, way in zip(axes[0], ways, strict=True):
         for res in (r for r in results if r["way"] == way):
             xs = [v["time_s"] / 60 for v in res["val_curve"]]
             ys = [100 * v["accuracy"] for v in res["val_curve"]]
