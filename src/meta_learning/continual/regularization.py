@@ -1,0 +1,394 @@
+"""Weight regularisation: EWC (Kirkpatrick et al. 2017), online EWC (Schwarz et al. 2018), SI (Zenke et al. 2017).
+
+Notation (all diagonal, per parameter entry ``i``; ``theta`` the trainable parameters as a dict name -> tensor):
+
+- ``p(y | x; theta)``: the model's softmax over its active output units; ``g(x, y) = d/dtheta log p(y | x; theta)``.
+- Fisher information (diagonal), over ``N`` examples ``x_n`` of a task, at ``theta*`` (the weights after the task):
+  ``true``: ``F_i = (1/N) sum_n sum_y p(y | x_n) g_i(x_n, y)^2`` (the exact expectation over the model's labels);
+  ``sampled``: one ``y_n ~ p(. | x_n)`` per example (Kirkpatrick et al.); ``empirical``: ``y_n`` the true label.
+- EWC penalty: ``(lambda / 2) sum_t sum_i F_{t,i} (theta_i - theta*_{t,i})^2``, one term per earlier task ``t``.
+- Online EWC: one term, ``F~ <- gamma F~ + F_t`` and ``theta* <- theta*_t`` after each task.
+- SI: while training task ``mu``, ``w_i += -g_i(t) * (theta_i(t+1) - theta_i(t))`` after every optimizer step, with
+  ``g`` the gradient of the task's loss without the SI term (as in Zenke et al.'s code); after the task,
+  ``Omega_i += w_i / ((Delta_i)^2 + xi)``, ``Delta_i`` the change of ``theta_i`` over the task, and the penalty is
+  ``c sum_i Omega_i (theta_i - theta~_i)^2`` with ``theta~`` the weights at the end of the previous task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from meta_learning._checks import check_choice, check_positive_float, check_positive_int
+from meta_learning.continual.base import Strategy
+from meta_learning.continual.models import TaskAwareModule
+
+FISHER_KINDS = ("true", "sampled", "empirical")
+ParamDict = dict[str, Tensor]
+
+
+def fisher_diagonal(
+    model: nn.Module,
+    data: Tensor,
+    labels: Tensor,
+    *,
+    task_id: int | None = None,
+    kind: str = "true",
+    active: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    max_chunk_elements: int = 1 << 25,
+) -> ParamDict:
+    """Diagonal Fisher information of ``model`` over ``data`` (see the module notation), one tensor per parameter.
+
+    Per-example squared gradients are summed without materialising them when every trainable parameter belongs to
+    an ``nn.Linear`` layer applied once to ``[B, in]`` inputs: the per-example gradient of ``W`` is
+    ``delta_n a_n^T`` (``a_n`` the layer input, ``delta_n`` the gradient at its output), so
+    ``sum_n (delta_n a_n^T)^2 = (delta^2)^T (a^2)``, one matrix product. Other models use ``torch.func.vmap`` of
+    per-example gradients.
+
+    Args:
+        model: evaluated in eval mode (BatchNorm uses running statistics, no dropout) at its current weights.
+        data: ``[N, ...]`` inputs; labels: ``[N]`` labels (used by ``kind="empirical"``).
+        task_id: passed as ``model(x, task_id)`` to task-aware models.
+        kind: ``"true"``, ``"sampled"`` or ``"empirical"``.
+        active: ``[C]`` bool mask of the output units of the softmax (``None``: all).
+        generator: draws the labels of ``kind="sampled"``.
+        max_chunk_elements: on the vmap path, per-example gradients are computed ``chunk`` examples at a time with
+            ``chunk * n_params <= max_chunk_elements`` (memory bound).
+
+    Returns:
+        ``{name: F}`` for every parameter with ``requires_grad``, each shaped like the parameter.
+    """
+    check_choice("kind", kind, FISHER_KINDS)
+    check_positive_int("max_chunk_elements", max_chunk_elements)
+    task_aware = isinstance(model, TaskAwareModule)
+    if task_aware and task_id is None:
+        raise ValueError("a task-aware model needs task_id to compute its Fisher")
+    was_training = model.training
+    model.eval()
+    try:
+        fisher = _linear_fisher(model, data, labels, task_id, kind, active, generator)
+        if fisher is None:
+            fisher = _vmap_fisher(model, data, labels, task_id, kind, active, generator, max_chunk_elements)
+    finally:
+        model.train(was_training)
+    return {n: f / data.shape[0] for n, f in fisher.items()}
+
+
+def _log_probs(out: Tensor, active: Tensor | None) -> Tensor:
+    if active is not None:
+        out = out.masked_fill(~active, float("-inf"))
+    return F.log_softmax(out, dim=-1)
+
+
+def _targets(
+    kind: str, log_probs: Tensor, labels: Tensor, active: Tensor | None, generator: torch.Generator | None
+) -> list[tuple[Tensor, Tensor | None]]:
+    """``(labels, per-example weights or None)`` whose weighted squared gradients sum to the chunk's Fisher."""
+    if kind == "empirical":
+        return [(labels, None)]
+    probs = log_probs.detach().exp()
+    if kind == "sampled":
+        draw = torch.multinomial(probs.cpu().double(), 1, generator=generator).squeeze(1)
+        return [(draw.to(labels.device), None)]
+    classes = range(probs.shape[1]) if active is None else active.nonzero().flatten().tolist()
+    return [(torch.full_like(labels, k), probs[:, k]) for k in classes]
+
+
+def _linear_fisher(
+    model: nn.Module,
+    data: Tensor,
+    labels: Tensor,
+    task_id: int | None,
+    kind: str,
+    active: Tensor | None,
+    generator: torch.Generator | None,
+    chunk: int = 1024,
+) -> ParamDict | None:
+    """The closed-form path for all-``nn.Linear`` models; ``None`` when it does not apply."""
+    layers: dict[str, nn.Linear] = {}
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own and not isinstance(module, nn.Linear):
+            return None
+        if own:
+            layers[name] = module
+    prefix = {name: f"{name}." if name else "" for name in layers}
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
+    captured: dict[str, tuple[Tensor, Tensor]] = {}
+    reused: list[str] = []
+
+    def hook(name: str) -> Any:
+        def fn(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if name in captured or inputs[0].dim() != 2:
+                reused.append(name)
+            captured[name] = (inputs[0].detach(), output)
+
+        return fn
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
+    try:
+        with torch.enable_grad():
+            for xb, yb in zip(data.split(chunk), labels.split(chunk), strict=True):
+                captured.clear()
+                out = model(xb, task_id) if task_id is not None else model(xb)
+                if reused:
+                    return None  # a layer ran twice or on [B, T, in] inputs: per-example gradients do not factor
+                used = [n for n in layers if n in captured]
+                log_probs = _log_probs(out, active)
+                for target, weight in _targets(kind, log_probs, yb, active, generator):
+                    loss = F.nll_loss(log_probs, target, reduction="sum")
+                    deltas = torch.autograd.grad(loss, [captured[n][1] for n in used], retain_graph=True)
+                    for name, delta in zip(used, deltas, strict=True):
+                        sq = delta.pow(2)
+                        if weight is not None:
+                            sq = sq * weight.unsqueeze(1)
+                        w_name, b_name = prefix[name] + "weight", prefix[name] + "bias"
+                        if w_name in fisher:
+                            fisher[w_name] += sq.T @ captured[name][0].pow(2)
+                        if b_name in fisher:
+                            fisher[b_name] += sq.sum(0)
+    finally:
+        for h in handles:
+            h.remove()
+    return fisher
+
+
+def _vmap_fisher(
+    model: nn.Module,
+    data: Tensor,
+    labels: Tensor,
+    task_id: int | None,
+    kind: str,
+    active: Tensor | None,
+    generator: torch.Generator | None,
+    max_chunk_elements: int,
+) -> ParamDict:
+    """Per-example gradients with ``torch.func`` (any model whose forward is vmap-able in eval mode)."""
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def log_probs(p: ParamDict, x: Tensor) -> Tensor:
+        out = functional_call(model, {**p, **buffers}, (x, task_id) if task_id is not None else (x,))
+        return _log_probs(out, active)
+
+    def nll_one(p: ParamDict, x: Tensor, k: Tensor) -> Tensor:
+        return F.nll_loss(log_probs(p, x.unsqueeze(0)), k.unsqueeze(0))
+
+    per_example_grads = vmap(grad(nll_one), in_dims=(None, 0, 0))
+    n_params = sum(p.numel() for p in params.values())
+    chunk = max(1, min(data.shape[0], max_chunk_elements // max(1, n_params)))
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    for xb, yb in zip(data.split(chunk), labels.split(chunk), strict=True):
+        with torch.no_grad():
+            lp = log_probs(params, xb)
+        for target, weight in _targets(kind, lp, yb, active, generator):
+            for n, g in per_example_grads(params, xb, target).items():
+                sq = g.pow(2)
+                if weight is not None:
+                    sq = sq * weight.view(-1, *([1] * (sq.dim() - 1)))
+                fisher[n] += sq.sum(0)
+    return fisher
+
+
+def quadratic_penalty(params: Mapping[str, Tensor], anchor: ParamDict, importance: ParamDict) -> Tensor:
+    """``sum_i importance_i (theta_i - anchor_i)^2`` over the names of ``importance``."""
+    terms = [(importance[n] * (params[n] - anchor[n]).pow(2)).sum() for n in importance]
+    return torch.stack(terms).sum()
+
+
+def _snapshot(params: dict[str, nn.Parameter]) -> ParamDict:
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+class EWC(Strategy):
+    """Elastic weight consolidation, offline (one penalty per task) or online (one decayed running penalty).
+
+    Args:
+        model: trained in place.
+        ewc_lambda: the penalty weight ``lambda``.
+        fisher_scale: every new Fisher is multiplied by this before it is stored.
+        online: online EWC (Schwarz et al. 2018) with decay ``gamma``; else one term per task (Kirkpatrick).
+        gamma: decay of the running Fisher, in (0, 1].
+        fisher: ``"true"`` (default; exact expectation over the model's labels), ``"sampled"`` or ``"empirical"``.
+        fisher_samples: examples of the task used for the Fisher (a seeded random subset); ``None``: all.
+        **kwargs: :class:`~meta_learning.continual.base.Strategy` options (``config``, ``seed``, ``device``, ...).
+
+    ``previous_tasks`` that this object did not learn are consolidated at the current weights before training.
+
+    Example:
+        >>> ewc = EWC(model=MLP(784, [400, 400], 10), ewc_lambda=1000)   # doctest: +SKIP
+        >>> ewc.learn_task(x1, y1); ewc.learn_task(x2, y2)               # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        ewc_lambda: float = 1000.0,
+        fisher_scale: float = 1.0,
+        online: bool = False,
+        gamma: float = 1.0,
+        *,
+        fisher: str = "true",
+        fisher_samples: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, **kwargs)
+        self.ewc_lambda = check_positive_float("ewc_lambda", ewc_lambda)
+        self.fisher_scale = check_positive_float("fisher_scale", fisher_scale)
+        self.online = bool(online)
+        gamma = check_positive_float("gamma", gamma)
+        if gamma > 1.0:
+            raise ValueError(f"gamma={gamma} but it must be in (0, 1]")
+        self.gamma = gamma
+        self.fisher_kind = check_choice("fisher", fisher, FISHER_KINDS)
+        self.fisher_samples = None if fisher_samples is None else check_positive_int("fisher_samples", fisher_samples)
+        self.terms: list[tuple[ParamDict, ParamDict]] = []  # (anchor theta*, Fisher F), one per task or one online
+        self._merged: tuple[ParamDict, ParamDict, Tensor] | None = None
+
+    def penalty(self) -> Tensor | None:
+        if self._merged is None:
+            return None
+        importance, centre, constant = self._merged
+        params = dict(self.model.named_parameters())
+        return 0.5 * self.ewc_lambda * (quadratic_penalty(params, centre, importance) + constant)
+
+    def _merge_terms(self) -> None:
+        """Fold the per-task terms into one: ``sum_t F_t (theta - theta*_t)^2 = A (theta - mu)^2 + K`` with
+        ``A = sum_t F_t``, ``mu = sum_t F_t theta*_t / A`` and ``K = sum_t F_t (theta*_t - mu)^2`` (exact), so a
+        step costs one quadratic however many tasks there are."""
+        if not self.terms:
+            self._merged = None
+            return
+        names = sorted({n for _, fisher in self.terms for n in fisher})
+        importance, centre = {}, {}
+        constant = torch.zeros((), dtype=torch.float64)
+        for n in names:
+            pairs = [(anchor[n], fisher[n]) for anchor, fisher in self.terms if n in fisher]
+            if len(pairs) == 1:  # one term: keep theta* itself, so the penalty is exactly 0 at the anchor
+                centre[n], importance[n] = pairs[0]
+                continue
+            a = torch.stack([f for _, f in pairs]).sum(0)
+            weighted = torch.stack([f * t for t, f in pairs]).sum(0)
+            mu = torch.where(a > 0, weighted / a.clamp_min(torch.finfo(a.dtype).tiny), pairs[-1][0])
+            importance[n], centre[n] = a, mu
+            constant += sum(float((f * (t - mu).pow(2)).sum()) for t, f in pairs)
+        self._merged = (importance, centre, constant.to(next(iter(importance.values())).dtype).to(self.device))
+
+    def after_task(self, data: Tensor, labels: Tensor, task_id: int) -> None:
+        self._consolidate_now(data, labels, task_id)
+
+    def consolidate(self, data: Tensor, labels: Tensor, task_id: int) -> None:
+        self._consolidate_now(data, labels, task_id)
+
+    def compute_fisher(self, data: Tensor, labels: Tensor, task_id: int) -> ParamDict:
+        """The (scaled) diagonal Fisher of the model at its current weights over the task's data."""
+        if self.fisher_samples is not None and self.fisher_samples < data.shape[0]:
+            pick = torch.randperm(data.shape[0], generator=self.generator)[: self.fisher_samples].to(data.device)
+            data, labels = data[pick], labels[pick]
+        fisher = fisher_diagonal(
+            self.model,
+            data,
+            labels,
+            task_id=task_id if self.multi_head else None,
+            kind=self.fisher_kind,
+            active=self.active_mask(),
+            generator=self.generator,
+        )
+        return {n: f * self.fisher_scale for n, f in fisher.items()}
+
+    def _consolidate_now(self, data: Tensor, labels: Tensor, task_id: int) -> None:
+        fisher = self.compute_fisher(data, labels, task_id)
+        anchor = _snapshot(self.trainable_parameters())
+        if self.online and self.terms:
+            _, previous = self.terms[0]
+            for n, f in previous.items():
+                fisher[n] = self.gamma * f + fisher[n] if n in fisher else self.gamma * f
+            params = dict(self.model.named_parameters())
+            anchor = {n: params[n].detach().clone() for n in fisher}
+            self.terms = [(anchor, fisher)]
+        else:
+            self.terms.append((anchor, fisher))
+        self._merge_terms()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"terms": [{"anchor": a, "fisher": f} for a, f in self.terms]}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.terms = [(dict(t["anchor"]), dict(t["fisher"])) for t in state["terms"]]
+        self._merge_terms()
+
+
+class SI(Strategy):
+    """Synaptic intelligence: a per-parameter importance accumulated online along the training trajectory.
+
+    Args:
+        model: trained in place.
+        c: weight of the surrogate loss.
+        xi: damping ``xi`` of ``Omega = w / (Delta^2 + xi)``.
+        **kwargs: :class:`~meta_learning.continual.base.Strategy` options.
+
+    SI needs the path of a task's training, so it cannot consolidate ``previous_tasks`` it did not learn itself
+    (it raises ``ValueError`` for such tasks).
+    """
+
+    def __init__(self, model: nn.Module, c: float = 1.0, xi: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.c = check_positive_float("c", c)
+        self.xi = check_positive_float("xi", xi)
+        self.omega: ParamDict = {}
+        self.anchor: ParamDict = {}
+        self._w: ParamDict = {}
+        self._prev: ParamDict = {}
+        self._start: ParamDict = {}
+        self._grad: ParamDict = {}
+
+    def consolidate(self, data: Tensor, labels: Tensor, task_id: int) -> None:
+        raise ValueError(
+            f"SI cannot protect task {task_id} from previous_tasks: its importance is accumulated while training "
+            "the task, so train earlier tasks through learn_task on this SI object"
+        )
+
+    def before_task(self, data: Tensor, labels: Tensor, task_id: int) -> None:
+        params = self.trainable_parameters()
+        self._w = {n: torch.zeros_like(p) for n, p in params.items()}
+        self._prev = _snapshot(params)
+        self._start = _snapshot(params)
+
+    def penalty(self) -> Tensor | None:
+        if not self.omega:
+            return None
+        return self.c * quadratic_penalty(dict(self.model.named_parameters()), self.anchor, self.omega)
+
+    def after_backward(self, x: Tensor, y: Tensor, task_ids: Any) -> None:
+        # The task-loss gradient: the total gradient minus the surrogate's, d/dtheta c Omega (theta - theta~)^2.
+        for n, p in self.trainable_parameters().items():
+            g = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            if n in self.omega:
+                g -= 2.0 * self.c * self.omega[n] * (p.detach() - self.anchor[n])
+            self._grad[n] = g
+
+    def after_step(self) -> None:
+        for n, p in self.trainable_parameters().items():
+            now = p.detach()
+            self._w[n] -= self._grad[n] * (now - self._prev[n])
+            self._prev[n] = now.clone()
+
+    def after_task(self, data: Tensor, labels: Tensor, task_id: int) -> None:
+        for n, p in self.trainable_parameters().items():
+            now = p.detach().clone()
+            contribution = self._w[n] / ((now - self._start[n]).pow(2) + self.xi)
+            self.omega[n] = self.omega[n] + contribution if n in self.omega else contribution
+            self.anchor[n] = now
+        self._w, self._prev, self._start, self._grad = {}, {}, {}, {}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"omega": dict(self.omega), "anchor": dict(self.anchor)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.omega, self.anchor = dict(state["omega"]), dict(state["anchor"])
