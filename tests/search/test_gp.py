@@ -1,0 +1,114 @@
+"""Gaussian process against closed forms computed independently in NumPy/SciPy (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from meta_learning.search.gp import GaussianProcess, GPPrior, fit_gp, log_marginal_likelihood, standardize
+
+F64 = torch.float64
+
+
+def matern52_np(a, b, ls, s2):
+    """Matern-5/2 written out element by element."""
+    k = np.empty((len(a), len(b)))
+    for i in range(len(a)):
+        for j in range(len(b)):
+            r = math.sqrt(sum(((a[i, d] - b[j, d]) / ls[d]) ** 2 for d in range(a.shape[1])))
+            k[i, j] = s2 * (1 + math.sqrt(5) * r + 5 * r * r / 3) * math.exp(-math.sqrt(5) * r)
+    return k
+
+
+def data(n=12, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, d, generator=g, dtype=F64)
+    y = torch.sin(6 * x[:, 0]) + x[:, 1] ** 2 + 0.05 * torch.randn(n, generator=g, dtype=F64)
+    return x, y, torch.tensor([0.3, 0.7, 1.5, math.log(0.8), math.log(0.01)], dtype=F64)
+
+
+def unpack(theta, d):
+    return np.exp(theta[:d].numpy()), math.exp(theta[d]), math.exp(theta[d + 1])
+
+
+def test_posterior_matches_closed_form():
+    x, y, theta = data()
+    theta[:3] = theta[:3].log()
+    gp = GaussianProcess(x, y, theta)
+    xq = torch.rand(7, 3, generator=torch.Generator().manual_seed(5), dtype=F64)
+    ls, s2, noise = unpack(theta, 3)
+    k = matern52_np(x.numpy(), x.numpy(), ls, s2) + noise * np.eye(len(x))
+    ks = matern52_np(xq.numpy(), x.numpy(), ls, s2)
+    mean_ref = ks @ np.linalg.solve(k, y.numpy())
+    var_ref = s2 - np.einsum("ij,ji->i", ks, np.linalg.solve(k, ks.T))
+    mean, var = gp.posterior(xq)
+    np.testing.assert_allclose(mean.numpy(), mean_ref, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(var.numpy(), var_ref, rtol=1e-8, atol=1e-11)
+
+
+def test_log_marginal_likelihood_matches_scipy():
+    x, y, theta = data()
+    theta[:3] = theta[:3].log()
+    ls, s2, noise = unpack(theta, 3)
+    cov = matern52_np(x.numpy(), x.numpy(), ls, s2) + noise * np.eye(len(x))
+    ref = multivariate_normal(mean=np.zeros(len(x)), cov=cov).logpdf(y.numpy())
+    assert float(log_marginal_likelihood(theta, x, y)) == pytest.approx(ref, rel=1e-10)
+
+
+def test_leave_one_out_matches_refitting_without_the_point():
+    x, y, theta = data(n=9)
+    theta[:3] = theta[:3].log()
+    gp = GaussianProcess(x, y, theta)
+    loo_mean, loo_var = gp.leave_one_out()
+    noise = math.exp(float(theta[-1]))
+    for i in range(len(x)):
+        keep = torch.arange(len(x)) != i
+        m, v = GaussianProcess(x[keep], y[keep], theta).posterior(x[i : i + 1])
+        assert float(loo_mean[i]) == pytest.approx(float(m[0]), rel=1e-8, abs=1e-10)
+        assert float(loo_var[i]) == pytest.approx(float(v[0]) + noise, rel=1e-8)
+
+
+def test_joint_samples_have_the_posterior_moments():
+    x, y, _ = data(n=6, d=2)
+    theta = torch.tensor([math.log(0.3), 0.0, math.log(1e-3)], dtype=F64)
+    gp = GaussianProcess(x[:, :1], y, theta)
+    xq = torch.linspace(0, 1, 5, dtype=F64).unsqueeze(1)
+    s = gp.sample_joint(xq, 40000, torch.Generator().manual_seed(0))
+    mean, var = gp.posterior(xq)
+    assert torch.allclose(s.mean(0), mean, atol=0.02)
+    assert torch.allclose(s.var(0), var, rtol=0.05, atol=1e-3)
+
+
+def test_fit_finds_the_map_and_relevant_dimensions():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 2, generator=g, dtype=F64)
+    y, _, _ = standardize(torch.sin(8 * x[:, 0]))  # the second input is irrelevant
+    gp = fit_gp(x, y, generator=torch.Generator().manual_seed(1))
+    prior = GPPrior()
+
+    def log_post(t):
+        return float(log_marginal_likelihood(t, x, y) + prior.log_prob(t))
+
+    # the optimum beats the prior median and random perturbations of itself
+    assert log_post(gp.theta) > log_post(prior.loc(2))
+    for _ in range(10):
+        assert log_post(gp.theta) >= log_post(gp.theta + 0.05 * torch.randn(4, generator=g, dtype=F64)) - 1e-6
+    assert gp.lengthscale[1] > 5 * gp.lengthscale[0]
+    assert gp.noise_var < 1e-2
+
+
+def test_empty_gp_is_the_prior():
+    gp = fit_gp(torch.zeros(0, 2, dtype=F64), torch.zeros(0, dtype=F64), generator=torch.Generator())
+    mean, var = gp.posterior(torch.rand(3, 2, dtype=F64))
+    assert torch.equal(mean, torch.zeros(3, dtype=F64)) and torch.allclose(var, gp.signal_var.expand(3))
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="theta has shape"):
+        GaussianProcess(torch.zeros(3, 2, dtype=F64), torch.zeros(3, dtype=F64), torch.zeros(3, dtype=F64))
+    with pytest.raises(ValueError, match="x must be"):
+        GaussianProcess(torch.zeros(3, 2, dtype=F64), torch.zeros(4, dtype=F64), torch.zeros(4, dtype=F64))
