@@ -4,10 +4,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from _toy import ToyDataset
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests use small tensors: one intra-op thread is as fast, deterministic, and immune to the spin-wait collapse that
+# OpenMP threads suffer when the machine is busy with other jobs (measured: a 8 s test took > 3 min).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
