@@ -41,8 +41,15 @@ def torchrun(tmp_path, nproc, algo):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script),
            str(out), algo]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=120)
-    return torch.load(out, weights_only=True)
+    # The launcher itself is occasionally flaky on a loaded 2-core machine (a rank aborting in gloo teardown or a
+    # rendezvous timeout, seen about once in 50 runs); retry the launch, never the comparison of the results.
+    errors = []
+    for _ in range(3):
+        run = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
+        if run.returncode == 0:
+            return torch.load(out, weights_only=True)
+        errors.append(run.stderr.decode(errors="replace")[-2000:])
+    raise AssertionError("torchrun failed 3 times:\n" + "\n---\n".join(errors))
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo")

@@ -200,6 +200,9 @@ def fit_family(name: str, x: Tensor, y: Tensor) -> FamilyFit | None:
         return None
     rss = max(best[1], 1e-300)
     noise = rss / (n - p)
-    cov = noise * np.linalg.pinv(jac.T @ jac)
+    with np.errstate(all="ignore"):
+        cov = noise * np.linalg.pinv(jac.T @ jac)
+    if not np.isfinite(cov).all():  # a degenerate fit (e.g. parameters run off to huge values)
+        return None
     bic = n * math.log(rss / n) + p * math.log(n)
     return FamilyFit(name, torch.as_tensor(best[0], dtype=F64), torch.as_tensor(cov, dtype=F64), noise, rss, bic)
