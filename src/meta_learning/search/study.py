@@ -249,6 +249,10 @@ def run_trials(
 ) -> None:
     """The ask -> evaluate -> tell loop of one process."""
     bar = tqdm(total=num_trials, disable=None if progress is None else not progress, leave=False)
+    # The bar's "best" is tracked from the values told here: asking the storage for the best trial after every
+    # trial deep-copies the whole history, which made long searches quadratic.
+    sign = 1.0 if searcher.study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    best: float | None = None
     try:
         for _ in range(num_trials):
             if deadline is not None and time.monotonic() >= deadline:
@@ -267,10 +271,12 @@ def run_trials(
             except BaseException:
                 searcher.tell(trial, None)
                 raise
-            searcher.tell(trial, None if value is None else _as_float(value))
+            told = None if value is None else _as_float(value)
+            searcher.tell(trial, told)
             bar.update()
-            if searcher.study.best_trials:
-                bar.set_postfix(best=f"{searcher.best_value:.4g}")
+            if told is not None and math.isfinite(told) and (best is None or sign * told > sign * best):
+                best = told
+                bar.set_postfix(best=f"{best:.4g}")
     finally:
         bar.close()
 
