@@ -6,8 +6,9 @@ optional dependencies; ``from meta_learning import PrototypicalNetwork`` imports
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from meta_learning._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -170,13 +171,7 @@ if TYPE_CHECKING:
     from meta_learning.training.loop import History, fit
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'meta_learning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
+__getattr__ = lazy_getattr("meta_learning", _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

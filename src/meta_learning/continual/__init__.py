@@ -11,8 +11,9 @@ Exports are lazy (PEP 562), as in :mod:`meta_learning.data`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from meta_learning._lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
     "Strategy": "base",
@@ -75,10 +76,4 @@ if TYPE_CHECKING:
     from meta_learning.continual.replay import AGEM, ExperienceReplay, ReplayBuffer, agem_project
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'meta_learning.continual' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"meta_learning.continual.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("meta_learning.continual", _EXPORTS, globals())

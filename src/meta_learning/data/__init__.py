@@ -6,8 +6,9 @@ for PIL and the dataset modules they do not use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from meta_learning._lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
     "LabelledDataset": "base",
@@ -52,10 +53,4 @@ if TYPE_CHECKING:
     from meta_learning.data.source import EpisodeSource
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'meta_learning.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"meta_learning.data.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("meta_learning.data", _EXPORTS, globals())
