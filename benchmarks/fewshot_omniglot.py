@@ -88,18 +88,53 @@ def throughput(cfg_name: str, root: str | None, steps: int = 10) -> dict[str, fl
     }
 
 
-def train_and_evaluate(learner: str, shot: int, minutes: float, root: str | None, out_dir: Path) -> dict:
+def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
+    """Training episodes/s of a throwaway copy of the learner (to size a cosine schedule to the time budget)."""
+    learner = build_learner(cfg)
+    d = cfg.data
+    sampler = EpisodeSampler(Omniglot(root=root, split=d.train_split), d.train_way, d.train_shot, d.train_query, seed=9)
+    opt = torch.optim.Adam(learner.parameters(), 1e-3)
+    for i in range(steps + 3):
+        if i == 3:
+            t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        learner.training_step(sampler.sample()).loss.backward()
+        opt.step()
+    return steps / (time.perf_counter() - t)
+
+
+def train_and_evaluate(
+    learner: str, shot: int, minutes: float, root: str | None, out_dir: Path, schedule: str = "step",
+    train_split: str = "train",
+) -> dict:  # fmt: skip
+    """Train under the time budget and evaluate at 5- and 20-way.
+
+    ``schedule="cosine"`` sizes a cosine decay to the budget: the number of episodes is 97% of what a 20-step
+    probe says fits (the time limit still stops the run if the machine slows down). With ``train_split="trainval"``
+    (the papers' final protocol) the validation characters are part of training, so validation cannot select a
+    checkpoint: the final weights are evaluated.
+    """
     name = f"{learner}_omniglot_5w{shot}s"
     cfg = load_config(resolve_config_path(name))
+    cfg = replace(cfg, data=replace(cfg.data, root=root, download=False, train_split=train_split))
+    num_episodes = 10**6
+    probe = None
+    if schedule == "cosine":
+        probe = probe_episodes_per_s(cfg, root)
+        num_episodes = int(0.97 * probe * 60 * minutes)
+        print(f"{name}: probe {probe:.2f} episodes/s -> cosine schedule over {num_episodes} episodes")
     cfg = replace(
         cfg,
-        data=replace(cfg.data, root=root, download=False),
-        train=replace(cfg.train, max_time_s=60 * minutes, num_episodes=10**6, progress=False),
+        train=replace(
+            cfg.train, max_time_s=60 * minutes, num_episodes=num_episodes, progress=False, lr_schedule=schedule
+        ),
     )
-    run = out_dir / "runs" / name
+    suffix = "" if (schedule, train_split) == ("step", "train") else f"_{train_split}_{schedule}"
+    run = out_dir / "runs" / (name + suffix)
     results = train_experiment(cfg, run, progress=False, resume=(run / "checkpoints" / "last.pt").exists())
     trained = build_learner(cfg)
-    load_model_weights(trained, run / "checkpoints" / "best.pt")
+    weights = "last.pt" if train_split == "trainval" else "best.pt"
+    load_model_weights(trained, run / "checkpoints" / weights)
     evals = {}
     for way in (5, 20):
         t = time.perf_counter()
@@ -115,6 +150,10 @@ def train_and_evaluate(learner: str, shot: int, minutes: float, root: str | None
         "best_step": results["best_step"],
         "best_val_accuracy": results["best_val_accuracy"],
         "test": evals,
+        "schedule": schedule,
+        "train_split": train_split,
+        "probe_episodes_per_s": probe,
+        "evaluated_checkpoint": weights,
         "run_dir": str(run),
     }
 
@@ -128,6 +167,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/out/fewshot_omniglot.json")
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput/profile section")
+    parser.add_argument("--schedule", choices=["step", "cosine"], default="step", help="LR schedule (see docs)")
+    parser.add_argument("--train-split", choices=["train", "trainval"], default="train")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
@@ -150,7 +191,9 @@ def main() -> None:
         report["runs"] = []
         for learner in args.learners:
             for shot in args.shots:
-                res = train_and_evaluate(learner, shot, args.minutes, args.root, out.parent)
+                res = train_and_evaluate(
+                    learner, shot, args.minutes, args.root, out.parent, args.schedule, args.train_split
+                )
                 report["runs"].append(res)
                 atomic_write_json(out, report)
         print(f"\n{'learner':<12} {'setting':<7} {'ours (95% CI)':<18} {'paper':>6} {'train':>8} {'steps':>6}")

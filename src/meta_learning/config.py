@@ -252,13 +252,15 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Meta-training: ``lr`` times ``lr_decay`` every ``lr_decay_every`` episodes; ``patience`` in evals."""
+    """Meta-training: ``lr`` times ``lr_decay`` every ``lr_decay_every`` episodes (``lr_schedule: step``) or a
+    cosine decay from ``lr`` to 0 over ``num_episodes`` (``lr_schedule: cosine``); ``patience`` in evals."""
 
     num_episodes: int = 20000
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_decay_every: int | None = 2000
     lr_decay: float = 0.5
+    lr_schedule: Literal["step", "cosine"] = "step"
     eval_every: int = 500
     val_episodes: int = 200
     patience: int | None = None

@@ -158,6 +158,7 @@ def train_experiment(
     common: dict[str, Any] = {
         "lr_decay_every": t.lr_decay_every,
         "lr_decay": t.lr_decay,
+        "lr_schedule": t.lr_schedule,
         "eval_every": t.eval_every,
         "patience": t.patience,
         "max_time_s": t.max_time_s,

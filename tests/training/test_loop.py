@@ -144,3 +144,20 @@ def test_time_budget_stops_with_a_validation_and_a_checkpoint(tmp_path):
     assert history.stopped_by_time and not history.stopped_early
     assert history.steps == 1 and [v["step"] for v in history.val] == [1]
     assert safe_torch_load(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+
+
+def test_cosine_schedule_follows_the_closed_form_and_ends_at_zero():
+    learner, sampler, _ = setup()
+    opt = torch.optim.Adam(learner.parameters(), lr=0.01)
+    seen = []
+    n = 12
+    fit(learner, sampler, num_episodes=n, optimizer=opt, lr_schedule="cosine", progress=False,
+        callbacks=[lambda step, rec: seen.append(opt.param_groups[0]["lr"])])  # fmt: skip
+    # after step t (1-based) the rate is lr * (1 + cos(pi t / n)) / 2: 0 after the last step
+    import math
+
+    expected = [0.01 * (1 + math.cos(math.pi * t / n)) / 2 for t in range(1, n + 1)]
+    assert seen == pytest.approx(expected, abs=1e-12)
+    assert seen[-1] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule must be 'step' or 'cosine', got 'linear'"):
+        fit(learner, sampler, num_episodes=2, lr_schedule="linear", progress=False)

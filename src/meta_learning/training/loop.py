@@ -103,6 +103,7 @@ def fit(
     scheduler: Any | None = None,
     lr_decay_every: int | None = None,
     lr_decay: float = 0.5,
+    lr_schedule: str = "step",
     val_episodes: Sequence[Any] | None = None,
     eval_every: int = 500,
     patience: int | None = None,
@@ -126,6 +127,9 @@ def fit(
         optimizer: defaults to Adam(lr, weight_decay) over the learner's parameters.
         scheduler: an LR scheduler stepped once per step; by default ``StepLR(lr_decay_every, lr_decay)`` if
             ``lr_decay_every`` is set (ProtoNet halves the rate every 2,000 episodes).
+        lr_schedule: ``"step"`` (the ``lr_decay_every``/``lr_decay`` rule above) or ``"cosine"``: the rate follows
+            ``lr * (1 + cos(pi * t / num_episodes)) / 2`` down to 0 at the last step (Loshchilov & Hutter 2017,
+            no restarts); ignored when ``scheduler`` is given.
         val_episodes: fixed validation episodes, evaluated every ``eval_every`` steps and at the end.
         patience: stop after this many validations without improvement (``None``: never).
         max_time_s: stop (with a validation and a checkpoint) after the step that passes this much training
@@ -158,7 +162,11 @@ def fit(
     if optimizer is None:
         check_positive_float("lr", lr)
         optimizer = torch.optim.Adam(learner.parameters(), lr=lr, weight_decay=weight_decay)
-    if scheduler is None and lr_decay_every is not None:
+    if lr_schedule not in ("step", "cosine"):
+        raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {lr_schedule!r}")
+    if scheduler is None and lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_episodes)
+    elif scheduler is None and lr_decay_every is not None:
         check_positive_int("lr_decay_every", lr_decay_every)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
 
