@@ -1,4 +1,4 @@
-"""The ``meta-learning`` command line: ``train``, ``evaluate`` and ``datasets``.
+"""The ``meta-learning`` command line: ``train``, ``evaluate``, ``report`` and ``datasets``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     meta-learning train my.yaml --set train.lr=0.0005 --set data.train_way=30
     meta-learning train runs/protonet-omniglot-5w1s --resume     # continue a killed run
     meta-learning evaluate runs/protonet-omniglot-5w1s --way 20 --shot 1
+    meta-learning report runs/protonet-omniglot-5w1s runs/maml-omniglot-5w1s -o report   # report/report.html
     meta-learning datasets
 """
 
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--shot", type=int, help="shots per test episode (default: the config's test_shot)")
     ev.add_argument("--episodes", type=int, help="number of test episodes (default: the config's eval.episodes)")
     ev.add_argument("--checkpoint", choices=("best", "last"), default="best")
+
+    rep = sub.add_parser("report", help="an HTML page (and PNGs) with curves and a comparison table of runs")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by `meta-learning train`")
+    rep.add_argument("-o", "--out-dir", default="report", help="folder for report.html and the PNGs (default: report)")
+    rep.add_argument("--title", default="meta-learning report", help="the page's title")
 
     ds = sub.add_parser("datasets", help="list the datasets found under the data root")
     ds.add_argument("--root", help="data root (default: $META_LEARNING_DATA)")
@@ -86,6 +92,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from meta_learning.report import build_report
+
+    print(f"report: {build_report(args.run_dirs, args.out_dir, title=args.title)}")
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from meta_learning._io import data_root
 
@@ -119,12 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "train": _cmd_train,
         "evaluate": _cmd_evaluate,
+        "report": _cmd_report,
         "datasets": _cmd_datasets,
         "configs": _cmd_configs,
     }
     try:
         return handlers[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"meta-learning {args.command}: error: {err}", file=sys.stderr)
         return 2
 
