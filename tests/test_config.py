@@ -362,3 +362,33 @@ def test_generic_tuples_required_keys_and_aliases():
         from_dict(Outer, {"label": "y"})
     with pytest.raises(ValueError, match="unknown key 'inner.scal'; did you mean 'scale'?"):
         from_dict(Outer, {"width": 1, "inner": {"scal": 1.0}})
+
+
+def test_seed_config_sections_build_maml_ewc_and_lora():
+    """The seed's configuration dict drives MAML, EWC and LoRA (its stray ' fisher_scale' key is refused)."""
+    from torch import nn
+
+    from meta_learning.adapters import LoRAAdapter
+    from meta_learning.continual import EWC
+    from meta_learning.maml import MAML
+
+    seed = {
+        "maml": {"lr_inner": 0.01, "lr_outer": 0.001, "num_inner_steps": 5},
+        "ewc": {"lambda": 1000, "fisher_scale": 1.0},
+        "lora": {"r": 16, "alpha": 16, "dropout": 0.1},
+    }
+    cfg = load_config(seed)
+    net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 3))
+    maml = MAML.from_config(net, cfg.maml)
+    assert (maml.lr_inner, maml.lr_outer, maml.num_inner_steps) == (0.01, 0.001, 5)
+    assert MAML.from_config(net, seed["maml"], meta_batch_size=2).meta_batch_size == 2  # a dict works too
+    ewc = EWC.from_config(net, seed["ewc"], online=True)
+    assert (ewc.ewc_lambda, ewc.fisher_scale, ewc.online) == (1000.0, 1.0, True)
+    lora = LoRAAdapter.from_config(net, cfg.lora, target_modules=["0"])
+    assert (lora.config.r, lora.config.lora_alpha, lora.config.lora_dropout) == (16, 16.0, 0.1)
+    lora.add_adapter()
+    assert lora.efficiency().trainable == 16 * (4 + 32)
+    with pytest.raises(ValueError, match="fisher_scale"):
+        EWC.from_config(net, {"lambda": 1000, " fisher_scale": 1.0})
+    with pytest.raises(TypeError, match="maml must be a MAMLConfig or a mapping"):
+        MAML.from_config(net, 0.01)

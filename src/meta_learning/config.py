@@ -130,6 +130,20 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, path: str = "") -> T:
         raise type(err)(f"{path}: {err}" if path else str(err)) from err
 
 
+def as_section(cls: type[T], value: T | Mapping[str, Any], name: str) -> T:
+    """``value`` as the section dataclass ``cls``: an instance is returned as is, a mapping (the seed's nested-dict
+    form, e.g. ``{"lambda": 1000, "fisher_scale": 1.0}``) is validated by :func:`from_dict` under the key ``name``.
+
+    Raises:
+        TypeError: ``value`` is neither.
+    """
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        return from_dict(cls, value, path=name)
+    raise TypeError(f"{name} must be a {cls.__name__} or a mapping of its keys, got {type(value).__name__}")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass (aliases as keys, tuples as lists); ``from_dict``'s inverse.
 

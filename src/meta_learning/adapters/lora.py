@@ -248,6 +248,21 @@ class LoRAAdapter(Adapter):
         super().__init__(model, config)
 
     @classmethod
+    def from_config(cls, model: nn.Module, config: Any, **kwargs: Any) -> LoRAAdapter:
+        """From this adapter's :class:`LoRAConfig`, or from the ``lora`` section of an experiment config (a
+        :class:`meta_learning.config.LoRAConfig` or the seed's dict ``{"r": 16, "alpha": 16, "dropout": 0.1}``,
+        with ``kwargs`` for the other options such as ``target_modules``)."""
+        if isinstance(config, AdapterConfig):
+            if kwargs:
+                raise TypeError(f"from_config with a {type(config).__name__} takes no extra options, got {kwargs}")
+            return super().from_config(model, config)
+        from meta_learning.config import LoRAConfig as LoRASection
+        from meta_learning.config import as_section
+
+        c = as_section(LoRASection, config, "lora")
+        return cls(model, **{"r": c.r, "lora_alpha": c.alpha, "lora_dropout": c.dropout, **kwargs})
+
+    @classmethod
     def default_targets(cls, model: nn.Module, config: AdapterConfig) -> list[str]:
         found = targets.by_families(model, ("query", "value"), (nn.Linear,))
         return found or targets.all_except_output(model, (nn.Linear, nn.Conv2d))

@@ -226,6 +226,15 @@ class EWC(Strategy):
         >>> ewc.learn_task(x1, y1); ewc.learn_task(x2, y2)               # doctest: +SKIP
     """
 
+    @classmethod
+    def from_config(cls, model: nn.Module, config: Any, **kwargs: Any) -> EWC:
+        """Built from the ``ewc`` section of a config (an :class:`~meta_learning.config.EWCConfig` or the seed's
+        dict ``{"lambda": 1000, "fisher_scale": 1.0}``); ``kwargs`` add the other options (``online``, ...)."""
+        from meta_learning.config import EWCConfig, as_section
+
+        c = as_section(EWCConfig, config, "ewc")
+        return cls(model, **{"ewc_lambda": c.ewc_lambda, "fisher_scale": c.fisher_scale, **kwargs})
+
     def __init__(
         self,
         model: nn.Module,

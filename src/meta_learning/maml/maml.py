@@ -79,6 +79,24 @@ class MAML(nn.Module):
         >>> adapted_model = maml.adapt(task_support, num_steps=5)   # a new nn.Module; maml is untouched
     """
 
+    @classmethod
+    def from_config(cls, model: nn.Module, config: Any, **kwargs: Any) -> MAML:
+        """Built from the ``maml`` section of a config (a :class:`~meta_learning.config.MAMLConfig` or the seed's
+        dict ``{"lr_inner": 0.01, "lr_outer": 0.001, "num_inner_steps": 5}``); ``kwargs`` add other options or
+        override the section's.
+
+        Example:
+            >>> maml = MAML.from_config(model, load_config(config).maml)   # doctest: +SKIP
+        """
+        from meta_learning.config import MAMLConfig, as_section
+
+        c = as_section(MAMLConfig, config, "maml")
+        options = {
+            "lr_inner": c.lr_inner, "lr_outer": c.lr_outer, "num_inner_steps": c.num_inner_steps,
+            "first_order": c.first_order, "meta_batch_size": c.meta_batch_size,
+        }  # fmt: skip
+        return cls(model, **{**options, **kwargs})
+
     def __init__(
         self,
         model: nn.Module,
