@@ -28,6 +28,8 @@ def test_train_then_evaluate_reproduces_the_reported_accuracy(real_env, tmp_path
     assert main(["train", "protonet_omniglot_5w1s", "--run-dir", str(run), *TINY]) == 0
     out = capsys.readouterr().out
     assert "test 5-way 1-shot:" in out and f"run folder: {run}" in out
+    page = run / "report" / "report.html"  # the train command ends with the run's report
+    assert f"report: {page}" in out and "<img" in page.read_text()
     results = json.loads((run / "results.json").read_text())
     acc = results["test"]["5-way 1-shot"]
     assert acc["n"] == 5 and 0.0 <= acc["mean"] <= 1.0

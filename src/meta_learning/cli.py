@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="run folder (default: the config's run_dir or runs/<name>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-report", action="store_true", help="do not write RUN_DIR/report/report.html at the end")
 
     ev = sub.add_parser("evaluate", help="evaluate a run folder's best checkpoint on fixed test episodes")
     ev.add_argument("run_dir", help="a run folder written by `meta-learning train`")
@@ -74,6 +75,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"(train {results['train_wall_time_s'] / 60:.1f} min, best val step {results['best_step']})"
         )
     print(f"run folder: {results['run_dir']}")
+    if not args.no_report:
+        from meta_learning.report import build_report
+
+        try:
+            page = build_report([results["run_dir"]], Path(results["run_dir"]) / "report", title=cfg.name)
+        except ImportError as err:  # matplotlib is an extra: say so, the run itself is complete
+            print(f"report not written: {err}", file=sys.stderr)
+        else:
+            print(f"report: {page}")
     return 0
 
 
