@@ -105,18 +105,23 @@ def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
 
 def train_and_evaluate(
     learner: str, shot: int, minutes: float, root: str | None, out_dir: Path, schedule: str = "step",
-    train_split: str = "train",
+    train_split: str = "train", precision: str = "fp32", channels_last: bool = False,
 ) -> dict:  # fmt: skip
     """Train under the time budget and evaluate at 5- and 20-way.
 
     ``schedule="cosine"`` sizes a cosine decay to the budget: the number of episodes is 97% of what a 20-step
     probe says fits (the time limit still stops the run if the machine slows down). With ``train_split="trainval"``
     (the papers' final protocol) the validation characters are part of training, so validation cannot select a
-    checkpoint: the final weights are evaluated.
+    checkpoint: the final weights are evaluated. ``precision="bf16"`` trains with bfloat16 autocast and
+    ``channels_last`` stores the convolution weights channels-last (evaluation runs in float32 either way).
     """
     name = f"{learner}_omniglot_5w{shot}s"
     cfg = load_config(resolve_config_path(name))
-    cfg = replace(cfg, data=replace(cfg.data, root=root, download=False, train_split=train_split))
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, root=root, download=False, train_split=train_split),
+        train=replace(cfg.train, precision=precision, channels_last=channels_last),
+    )
     num_episodes = 10**6
     probe = None
     if schedule == "cosine":
@@ -130,6 +135,7 @@ def train_and_evaluate(
         ),
     )
     suffix = "" if (schedule, train_split) == ("step", "train") else f"_{train_split}_{schedule}"
+    suffix += "" if (precision, channels_last) == ("fp32", False) else f"_{precision}{'_cl' if channels_last else ''}"
     run = out_dir / "runs" / (name + suffix)
     results = train_experiment(cfg, run, progress=False, resume=(run / "checkpoints" / "last.pt").exists())
     trained = build_learner(cfg)
@@ -151,6 +157,8 @@ def train_and_evaluate(
         "best_val_accuracy": results["best_val_accuracy"],
         "test": evals,
         "schedule": schedule,
+        "precision": precision,
+        "channels_last": channels_last,
         "train_split": train_split,
         "probe_episodes_per_s": probe,
         "evaluated_checkpoint": weights,
@@ -169,6 +177,8 @@ def main() -> None:
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput/profile section")
     parser.add_argument("--schedule", choices=["step", "cosine"], default="step", help="LR schedule (see docs)")
     parser.add_argument("--train-split", choices=["train", "trainval"], default="train")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last convolution weights")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
@@ -192,8 +202,9 @@ def main() -> None:
         for learner in args.learners:
             for shot in args.shots:
                 res = train_and_evaluate(
-                    learner, shot, args.minutes, args.root, out.parent, args.schedule, args.train_split
-                )
+                    learner, shot, args.minutes, args.root, out.parent, args.schedule, args.train_split,
+                    args.precision, args.channels_last,
+                )  # fmt: skip
                 report["runs"].append(res)
                 atomic_write_json(out, report)
         print(f"\n{'learner':<12} {'setting':<7} {'ours (95% CI)':<18} {'paper':>6} {'train':>8} {'steps':>6}")

@@ -6,6 +6,7 @@ A run folder holds ``config.yaml`` (the resolved configuration), ``metrics.jsonl
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import replace
@@ -18,7 +19,17 @@ from torch import nn
 from meta_learning._io import atomic_write_json, data_root
 from meta_learning.config import DataConfig, ExperimentConfig, load_config, save_config, to_dict
 from meta_learning.data.sampler import EpisodeSampler
-from meta_learning.metrics import Accuracy
+from meta_learning.metrics import (
+    Accuracy,
+    adaptation_curve,
+    adaptation_speed,
+    cost_summary,
+    count_flops,
+    parameter_efficiency,
+    peak_memory_bytes,
+    reset_peak_memory,
+    transfer_accuracy,
+)
 from meta_learning.training.checkpoint import load_model_weights
 from meta_learning.training.loop import History, fit
 
@@ -147,8 +158,11 @@ def train_experiment(
     save_config(cfg, run / "config.yaml")
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.train.device)
+    reset_peak_memory(device)
     d, t = cfg.data, cfg.train
     learner = build_learner(cfg).to(device)
+    if t.channels_last:
+        learner = learner.to(memory_format=torch.channels_last)
     train_set = build_dataset(d, d.train_split)
     val_set = build_dataset(d, d.val_split)
     sampler = EpisodeSampler(train_set, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
@@ -159,6 +173,7 @@ def train_experiment(
         "lr_decay_every": t.lr_decay_every,
         "lr_decay": t.lr_decay,
         "lr_schedule": t.lr_schedule,
+        "autocast": torch.bfloat16 if t.precision == "bf16" else None,
         "eval_every": t.eval_every,
         "patience": t.patience,
         "max_time_s": t.max_time_s,
@@ -175,15 +190,60 @@ def train_experiment(
             val_episodes=val_eps, **common,
         )  # fmt: skip
     session_s = time.perf_counter() - started
-    return finish_run(cfg, run, learner, history, session_s)
+    return finish_run(cfg, run, learner, history, session_s, train_set=train_set)
 
 
-def finish_run(cfg: ExperimentConfig, run: Path, learner: Any, history: History, session_s: float) -> dict[str, Any]:
-    """Evaluate the best checkpoint on the test split and write ``results.json``."""
+ADAPTATION_FRACTION = 0.9  # adaptation speed: inner steps to reach 90% of the accuracy after all K eval steps
+
+
+def finish_run(
+    cfg: ExperimentConfig,
+    run: Path,
+    learner: Any,
+    history: History,
+    session_s: float,
+    *,
+    train_set: Any | None = None,
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on the test split and write ``results.json``.
+
+    Its ``"metrics"`` section holds the figures of :mod:`meta_learning.metrics` that apply to the run:
+
+    - ``transfer_accuracy``: the test figure (``cfg.eval.episodes`` fixed episodes of the test split).
+    - ``adaptation_speed`` (MAML family only): accuracy after ``0..K`` inner steps on the same test episodes, ``K``
+      the evaluation's inner steps (``a(K)`` is the test figure: the same computation as ``learner.evaluate``), and
+      the steps to reach ``0.9 a(K)``.
+    - ``parameter_efficiency`` of the learner (meta-learned inner step sizes included).
+    - ``computational_cost``: FLOPs of one training step (one episode, or one meta-batch for the MAML family)
+      counted on a copy of the learner with episodes drawn from ``train_set`` (default: built from the config) by
+      a sampler of its own (seed ``cfg.seed``), so neither the learner nor any random state changes; the loop's
+      wall time over all sessions; the step time without validation; the peak memory of this process up to the
+      end of training (CUDA: since :func:`train_experiment` started).
+    """
+    device = next(learner.parameters()).device
+    peak = peak_memory_bytes(device)  # before evaluation: the training's peak
     best = run / "checkpoints" / "best.pt"
     if best.is_file():
         load_model_weights(learner, best)
-    test = evaluate_learner(cfg, learner)
+    episodes = _test_episodes(cfg, device)
+    curve = None
+    if cfg.learner.name in MAML_FAMILY:  # one inner loop per episode gives the curve and, at step K, the test figure
+        curve = adaptation_curve(learner, episodes, _eval_inner_steps(cfg, learner))
+        test = curve[-1]
+    else:
+        test = _evaluate_on(cfg, learner, episodes)
+    d = cfg.data
+    metrics: dict[str, Any] = {"transfer_accuracy": transfer_accuracy(test, d.test_way, d.test_shot)}
+    if curve is not None:
+        metrics["adaptation_speed"] = adaptation_speed(curve, fraction=ADAPTATION_FRACTION)
+    metrics["parameter_efficiency"] = parameter_efficiency(learner)
+    if train_set is None:
+        train_set = build_dataset(d, d.train_split)
+    step_time = (history.wall_time_s - history.val_time_s) / history.steps
+    metrics["computational_cost"] = cost_summary(
+        training_step_flops(cfg, learner, train_set), history.wall_time_s, history.steps, device,
+        step_time_s=step_time, peak_memory=peak,
+    )  # fmt: skip
     results = {
         "name": cfg.name,
         "test": {f"{cfg.data.test_way}-way {cfg.data.test_shot}-shot": test.to_dict()},
@@ -195,24 +255,65 @@ def finish_run(cfg: ExperimentConfig, run: Path, learner: Any, history: History,
         "this_session_s": session_s,
         "run_dir": str(run),
         "config": to_dict(cfg),
+        "metrics": metrics,
     }
     atomic_write_json(run / "results.json", results)
     return results
+
+
+def training_step_flops(cfg: ExperimentConfig, learner: Any, train_set: Any) -> int:
+    """FLOPs of one training step of ``learner`` (forward and backward; see :func:`meta_learning.metrics.count_flops`).
+
+    Measured on a deep copy in training mode, with one episode (a meta-batch of ``meta_batch_size`` for the MAML
+    family) drawn from ``train_set`` by a fresh sampler seeded ``cfg.seed``, inside ``torch.random.fork_rng``: the
+    learner, its buffers and every random state are left as they were.
+    """
+    d = cfg.data
+    sampler = EpisodeSampler(train_set, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
+    device = next(learner.parameters()).device
+    probe = copy.deepcopy(learner).train()
+    size = probe.meta_batch_size if cfg.learner.name in MAML_FAMILY else None
+    batch = sampler.sample().to(device) if size is None else [sampler.sample().to(device) for _ in range(size)]
+
+    def step() -> None:
+        out = probe.training_step(batch)
+        if not out.backward_done:
+            out.loss.backward()
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return count_flops(step)
 
 
 def evaluate_learner(
     cfg: ExperimentConfig, learner: Any, n_way: int | None = None, k_shot: int | None = None
 ) -> Accuracy:
     """Accuracy on ``cfg.eval.episodes`` fixed test episodes (seed ``cfg.eval.seed``)."""
+    device = next(learner.parameters()).device
+    return _evaluate_on(cfg, learner, _test_episodes(cfg, device, n_way, k_shot))
+
+
+def _test_episodes(
+    cfg: ExperimentConfig, device: torch.device, n_way: int | None = None, k_shot: int | None = None
+) -> list[Any]:
+    """The fixed test episodes (``cfg.eval.episodes`` of them, seed ``cfg.eval.seed``) on ``device``."""
     test_set = build_dataset(cfg.data, cfg.data.test_split)
     episodes = evaluation_sampler(cfg, test_set, n_way, k_shot).evaluation_episodes(
         cfg.eval.episodes, seed=cfg.eval.seed
     )
-    device = next(learner.parameters()).device
-    moved = [e.to(device) for e in episodes]
-    if cfg.learner.name in MAML_FAMILY and cfg.maml is not None and cfg.maml.eval_inner_steps is not None:
-        return learner.evaluate(moved, num_steps=cfg.maml.eval_inner_steps)
-    return learner.evaluate(moved)
+    return [e.to(device) for e in episodes]
+
+
+def _eval_inner_steps(cfg: ExperimentConfig, learner: Any) -> int:
+    """Inner steps of the MAML family's evaluation: ``maml.eval_inner_steps``, else the training's."""
+    if cfg.maml is not None and cfg.maml.eval_inner_steps is not None:
+        return int(cfg.maml.eval_inner_steps)
+    return int(learner.num_inner_steps)
+
+
+def _evaluate_on(cfg: ExperimentConfig, learner: Any, episodes: list[Any]) -> Accuracy:
+    if cfg.learner.name in MAML_FAMILY:
+        return learner.evaluate(episodes, num_steps=_eval_inner_steps(cfg, learner))
+    return learner.evaluate(episodes)
 
 
 def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best") -> tuple[ExperimentConfig, Any]:

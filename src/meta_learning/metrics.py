@@ -1,18 +1,33 @@
-"""Evaluation metrics shared by every learner.
+"""Evaluation metrics shared by every learner: the five figures the library reports for a run.
 
-Notation: ``a_i`` the accuracy on test episode ``i`` of ``n``; the reported figure is the mean
-``\\bar a = (1/n) sum_i a_i`` with the normal-approximation 95% half-width ``1.96 * s / sqrt(n)``, ``s`` the
-sample standard deviation (``n - 1`` in the denominator) — the convention of the few-shot literature.
+1. **Transfer accuracy** (:func:`transfer_accuracy`): ``a_i`` the query accuracy on held-out test episode ``i`` of
+   ``n`` (``N``-way ``K``-shot, classes never seen in training); the reported figure is the mean
+   ``\\bar a = (1/n) sum_i a_i`` with the normal-approximation 95% half-width ``1.96 * s / sqrt(n)``, ``s`` the
+   sample standard deviation (``n - 1`` in the denominator) — the convention of the few-shot literature.
+2. **Adaptation speed** (:func:`adaptation_curve`, :func:`adaptation_speed`): ``a(k)`` the mean query accuracy
+   after ``k`` inner-loop steps on each episode's support set, ``k = 0..K`` (``a(0)``: the un-adapted
+   meta-parameters); steps to threshold ``k* = min {k : a(k) >= tau}``.
+3. **Forgetting rate** (:func:`forgetting_rate`): average forgetting (Chaudhry et al. 2018) and backward transfer
+   (Lopez-Paz & Ranzato 2017) of the accuracy matrix ``R [T, T]`` of a continual stream (notation below).
+4. **Parameter efficiency** (:func:`parameter_efficiency`): trainable / total parameter counts.
+5. **Computational cost** (:func:`computational_cost`, :func:`cost_summary`): FLOPs of one training step counted
+   by ``torch.utils.flop_counter.FlopCounterMode``, wall time per step and peak memory.
+
+Each function returns a plain JSON-ready dict: the ``"metrics"`` section of a run's ``results.json``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from meta_learning._checks import check_finite_non_negative, check_non_negative_int, check_positive_int
 
 Z_95 = 1.959963984540054
 
@@ -175,3 +190,279 @@ def continual_metrics(
         fwt=None if initial is None else forward_transfer(r, initial),
         final_accuracies=tuple(float(a) for a in r[-1]),
     )
+
+
+def forgetting_rate(matrix: Sequence[Sequence[float]] | Tensor | Any) -> dict[str, Any]:
+    """The forgetting-rate record of a finished stream: its accuracy matrix, average forgetting and BWT.
+
+    With ``R [T, T]`` as above: ``average_forgetting = (1/(T-1)) sum_{j<T-1} max_{l<T-1} R[l, j] - R[T-1, j]``
+    (Chaudhry et al. 2018; >= 0, higher is worse) and ``bwt = (1/(T-1)) sum_{i<T-1} R[T-1, i] - R[i, i]``
+    (Lopez-Paz & Ranzato 2017; negative when the model forgets); both 0 for a single experience.
+
+    Args:
+        matrix: ``R`` as nested lists or a tensor, or anything with an ``accuracy_matrix`` attribute (the
+            continual loop's ``StreamResult``).
+
+    Returns:
+        ``{"accuracy_matrix": [[...]], "average_forgetting": float, "bwt": float}``.
+
+    Example:
+        >>> forgetting_rate([[0.9, 0.1], [0.6, 0.8]])["bwt"]   # (0.6 - 0.9) / 1
+        -0.3...
+    """
+    rows = getattr(matrix, "accuracy_matrix", matrix)
+    r = _accuracy_matrix(rows)
+    return {
+        "accuracy_matrix": [[float(v) for v in row] for row in r.tolist()],
+        "average_forgetting": average_forgetting(r),
+        "bwt": backward_transfer(r),
+    }
+
+
+# -- transfer accuracy ---------------------------------------------------------------------------------------------
+
+
+def transfer_accuracy(result: MeanCI | Sequence[float] | Tensor, n_way: int, k_shot: int) -> dict[str, Any]:
+    """The transfer-accuracy record: mean and 95% half-width over ``n`` held-out ``n_way``-way ``k_shot``-shot episodes.
+
+    Args:
+        result: an :class:`Accuracy` (what ``learner.evaluate(episodes)`` returns) or the per-episode accuracies
+            ``a_i`` in [0, 1], summarised by :func:`mean_ci95`.
+        n_way, k_shot: the test episodes' ways and shots.
+
+    Returns:
+        ``{"mean": float, "ci95": float, "n": int, "n_way": int, "k_shot": int}``.
+    """
+    check_positive_int("n_way", n_way)
+    check_positive_int("k_shot", k_shot)
+    if isinstance(result, MeanSquaredError):
+        raise TypeError("result is a MeanSquaredError (a regression figure); transfer accuracy needs an Accuracy")
+    acc = result if isinstance(result, MeanCI) else accuracy_from_episodes(result)
+    if not 0.0 <= acc.mean <= 1.0:
+        raise ValueError(f"result has mean {acc.mean} but an accuracy is a fraction in [0, 1]")
+    return {"mean": float(acc.mean), "ci95": float(acc.ci95), "n": int(acc.n), "n_way": n_way, "k_shot": k_shot}
+
+
+# -- adaptation speed ----------------------------------------------------------------------------------------------
+
+
+def adaptation_curve(learner: Any, episodes: Iterable[Any], max_steps: int) -> list[Accuracy]:
+    """``a(k)`` for ``k = 0..max_steps``: query accuracy after ``k`` inner steps, over the same ``episodes``.
+
+    For episode ``i`` with support set ``S_i`` and query set ``Q_i``, the inner loop gives ``theta_0 = theta`` (the
+    meta-parameters) and ``theta_{k+1} = theta_k - alpha * grad L_{S_i}(theta_k)`` (ANIL adapts the head only,
+    Meta-SGD uses learned per-parameter ``alpha``); ``a(k) = (1/n) sum_i acc(f_{theta_k}(Q_i), y_{Q_i})``, each
+    with its 95% half-width. ``a(0)`` is the accuracy of the un-adapted model. One inner loop of ``max_steps``
+    steps per episode gives every point (no meta-gradient is kept).
+
+    Args:
+        learner: a gradient-based meta-learner with ``adaptation_curve(episodes, steps)`` (the MAML family).
+        episodes: held-out classification episodes (a list: it is read once).
+        max_steps: ``K`` >= 0, the last number of inner steps.
+
+    Returns:
+        ``[a(0), ..., a(K)]`` as :class:`Accuracy` values.
+    """
+    check_non_negative_int("max_steps", max_steps)
+    if not callable(getattr(learner, "adaptation_curve", None)):
+        raise TypeError(
+            f"learner must adapt with inner steps (have adaptation_curve(episodes, steps), like MAML, ANIL and "
+            f"MetaSGD); got {type(learner).__name__}"
+        )
+    curve = learner.adaptation_curve(list(episodes), tuple(range(max_steps + 1)))
+    out = [curve[k] for k in range(max_steps + 1)]
+    if any(not isinstance(a, Accuracy) for a in out):
+        raise TypeError("the episodes are regression tasks; the adaptation curve is defined for accuracy")
+    return out
+
+
+def steps_to_threshold(curve: Sequence[float | MeanCI], threshold: float) -> int | None:
+    """``k* = min {k : a(k) >= threshold}`` over ``curve = [a(0), ..., a(K)]``; ``None`` if no step reaches it."""
+    for k, a in enumerate(_curve_values(curve)):
+        if a >= threshold:
+            return k
+    return None
+
+
+def adaptation_speed(
+    curve: Sequence[float | MeanCI], threshold: float | None = None, *, fraction: float = 0.9
+) -> dict[str, Any]:
+    """The adaptation-speed record of a curve ``[a(0), ..., a(K)]`` (see :func:`adaptation_curve`).
+
+    Args:
+        curve: accuracies after ``0..K`` inner steps (floats or :class:`Accuracy`).
+        threshold: the accuracy ``tau`` in [0, 1] to reach; default ``fraction * a(K)``, i.e. the steps needed to
+            get within ``1 - fraction`` (relative) of the accuracy after all ``K`` steps.
+        fraction: in (0, 1]; used only when ``threshold`` is ``None``.
+
+    Returns:
+        ``{"steps": [0, ..., K], "accuracy": [a(0), ..., a(K)], "threshold": tau, "steps_to_threshold": k* | None}``.
+
+    Example:
+        >>> adaptation_speed([0.2, 0.6, 0.7], threshold=0.5)["steps_to_threshold"]
+        1
+    """
+    values = _curve_values(curve)
+    if threshold is None:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction={fraction!r} but it must be a number in (0, 1]")
+        tau = float(fraction) * values[-1]
+    else:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold={threshold!r} but it must be an accuracy in [0, 1]")
+        tau = float(threshold)
+    return {
+        "steps": list(range(len(values))),
+        "accuracy": values,
+        "threshold": tau,
+        "steps_to_threshold": steps_to_threshold(values, tau),
+    }
+
+
+def _curve_values(curve: Sequence[float | MeanCI]) -> list[float]:
+    values = [float(a.mean) if isinstance(a, MeanCI) else float(a) for a in curve]
+    if not values:
+        raise ValueError("curve is empty; give the accuracies after 0..K inner steps")
+    if not all(0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"curve={values} but accuracies must be fractions in [0, 1]")
+    return values
+
+
+# -- parameter efficiency ------------------------------------------------------------------------------------------
+
+
+def parameter_efficiency(module: nn.Module) -> dict[str, Any]:
+    """The parameter-efficiency record: ``trainable`` and ``total`` parameter counts and ``fraction = trainable/total``.
+
+    ``total`` counts every entry of every parameter once (shared tensors once); ``trainable`` those with
+    ``requires_grad`` — what an optimiser over ``module.parameters()`` would update. An adapter object
+    (:mod:`meta_learning.adapters`, anything with ``efficiency()``) reports its own counts: the active adapter's
+    tensors over the whole adapted model (PEFT's ``print_trainable_parameters`` convention).
+
+    Returns:
+        ``{"trainable": int, "total": int, "fraction": float}``.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    report = getattr(module, "efficiency", None)
+    if callable(report):
+        counts = report()
+        trainable, total = int(counts.trainable), int(counts.total)
+    else:
+        params = list(module.parameters())
+        total = sum(p.numel() for p in params)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+    if total == 0:
+        raise ValueError(f"module ({type(module).__name__}) has no parameters; parameter efficiency is undefined")
+    return {"trainable": trainable, "total": total, "fraction": trainable / total}
+
+
+# -- computational cost --------------------------------------------------------------------------------------------
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call of ``fn()``, counted by ``torch.utils.flop_counter.FlopCounterMode``.
+
+    The counter sees every ATen op that runs, through autograd and ``torch.func`` transforms: matrix products
+    (``mm``, ``addmm``, ``bmm``, ``baddbmm``), convolutions and scaled-dot-product attention, in the forward and in
+    the backward pass (so second-order MAML terms are included). A multiply-add counts 2 FLOPs (``nn.Linear`` on
+    ``[m, n] -> [m, k]``: ``2 m n k`` forward). Element-wise ops (activations, normalisation, optimiser updates)
+    are not counted; they are memory-bound and small next to the products.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be a callable taking no arguments, got {type(fn).__name__}")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def reset_peak_memory(device: str | torch.device) -> None:
+    """Start a new peak-memory window on a CUDA ``device`` (the CPU's peak RSS cannot be reset: no-op)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def peak_memory_bytes(device: str | torch.device) -> int:
+    """Peak memory so far: ``torch.cuda.max_memory_allocated`` on CUDA (since :func:`reset_peak_memory`), else the
+    process's peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, over the process's life)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(dev))
+    if dev.type != "cpu":
+        raise ValueError(f"device={str(dev)!r}: peak memory is measured on 'cpu' or 'cuda' devices")
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def cost_summary(
+    flops_per_step: int,
+    train_wall_time_s: float,
+    steps: int,
+    device: str | torch.device,
+    *,
+    step_time_s: float | None = None,
+    peak_memory: int | None = None,
+) -> dict[str, Any]:
+    """The computational-cost record of a training run.
+
+    Args:
+        flops_per_step: :func:`count_flops` of one training step (forward and backward of one episode or meta-batch).
+        train_wall_time_s: wall time of training.
+        steps: optimisation steps taken.
+        device: where it ran.
+        step_time_s: mean wall time of one step; default ``train_wall_time_s / steps`` (pass the time without
+            validation when training interleaves it).
+        peak_memory: peak memory in bytes; default :func:`peak_memory_bytes` of ``device`` now.
+
+    Returns:
+        ``{"flops_per_step": int, "train_wall_time_s": float, "steps": int, "step_time_s": float,
+        "peak_memory_bytes": int, "device": str}``.
+    """
+    check_non_negative_int("flops_per_step", flops_per_step)
+    check_finite_non_negative("train_wall_time_s", train_wall_time_s)
+    check_positive_int("steps", steps)
+    dev = torch.device(device)
+    per_step = (
+        train_wall_time_s / steps if step_time_s is None else check_finite_non_negative("step_time_s", step_time_s)
+    )
+    peak = peak_memory_bytes(dev) if peak_memory is None else check_non_negative_int("peak_memory", peak_memory)
+    return {
+        "flops_per_step": flops_per_step,
+        "train_wall_time_s": float(train_wall_time_s),
+        "steps": steps,
+        "step_time_s": float(per_step),
+        "peak_memory_bytes": peak,
+        "device": str(dev),
+    }
+
+
+def computational_cost(
+    step_fn: Callable[[], object], steps: int = 10, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Measure a training step: its FLOPs (:func:`count_flops`), its mean wall time over ``steps`` calls, and the
+    peak memory (:func:`peak_memory_bytes`; on CUDA the window starts here and the device is synchronised before
+    each clock reading).
+
+    ``step_fn`` is called ``steps + 1`` times: once under the FLOP counter (not timed; it also warms up), then
+    ``steps`` timed calls. It should run one full step (forward, backward, optimiser update).
+
+    Returns:
+        The :func:`cost_summary` record, ``train_wall_time_s`` being the ``steps`` timed calls.
+    """
+    check_positive_int("steps", steps)
+    dev = torch.device(device)
+    reset_peak_memory(dev)
+    flops = count_flops(step_fn)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step_fn()
+    sync()
+    return cost_summary(flops, time.perf_counter() - start, steps, dev)

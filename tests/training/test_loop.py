@@ -9,6 +9,7 @@ from torch import nn
 from _toy import ToyDataset
 from meta_learning import EpisodeSampler, PrototypicalNetwork
 from meta_learning._io import safe_torch_load
+from meta_learning.data import Episode
 from meta_learning.training import StepOutput, fit
 
 
@@ -161,3 +162,34 @@ def test_cosine_schedule_follows_the_closed_form_and_ends_at_zero():
     assert seen[-1] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="lr_schedule must be 'step' or 'cosine', got 'linear'"):
         fit(learner, sampler, num_episodes=2, lr_schedule="linear", progress=False)
+
+
+def test_bf16_autocast_runs_the_encoder_in_bf16_and_keeps_float32_state():
+    from meta_learning.models import Conv4
+
+    torch.manual_seed(0)
+    learner = PrototypicalNetwork(Conv4(in_channels=1, hidden_channels=8)).to(memory_format=torch.channels_last)
+    reference = PrototypicalNetwork(Conv4(in_channels=1, hidden_channels=8))
+    reference.load_state_dict(learner.state_dict())
+    x = torch.randn(12, 1, 28, 28)
+    ep_sampler = [Episode(x[:6], torch.arange(3).repeat(2), x[6:], torch.arange(3).repeat(2))]
+    seen = []
+    learner.encoder.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    before = [p.detach().clone() for p in reference.parameters()]
+    kw = {"num_episodes": 1, "progress": False}
+    fit(learner, ep_sampler, optimizer=torch.optim.SGD(learner.parameters(), lr=1.0), autocast=torch.bfloat16, **kw)
+    fit(reference, list(ep_sampler), optimizer=torch.optim.SGD(reference.parameters(), lr=1.0), **kw)
+    assert seen == [torch.bfloat16]  # the encoder ran in bf16 ...
+    assert all(p.dtype == torch.float32 for p in learner.parameters())  # ... the weights stay float32
+    # one SGD step of rate 1 moves the weights by minus the gradient: the bf16 gradient points where the fp32 one
+    # does (bf16 keeps 8 mantissa bits; through four conv+BatchNorm layers the gradients differ by ~10%, the size
+    # measured on real Omniglot episodes, cosine 0.99 there; 0.95 on these 12 noise images with 8 channels)
+    g_bf16 = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, learner.parameters(), strict=True)])
+    g_fp32 = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, reference.parameters(), strict=True)])
+    assert g_fp32.norm() > 0 and float(torch.nn.functional.cosine_similarity(g_bf16, g_fp32, dim=0)) > 0.9
+    with pytest.raises(ValueError, match="autocast must be None, torch.bfloat16 or torch.float16"):
+        fit(learner, ep_sampler, autocast=torch.float64, **kw)
+    # ProtoNet keeps prototypes and distances in float32 under autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = learner.predict(x[:6], torch.arange(3).repeat(2), x[6:])
+    assert logits.dtype == torch.float32

@@ -51,7 +51,11 @@ class EpisodicModel(Protocol):
 
 @dataclass
 class History:
-    """Training record: one entry per logged step and per validation, plus the best validation."""
+    """Training record: one entry per logged step and per validation, plus the best validation.
+
+    ``wall_time_s`` is the loop's wall time summed over all sessions of a resumed run, ``val_time_s`` the part of it
+    spent validating.
+    """
 
     train: list[dict[str, float]] = field(default_factory=list)
     val: list[dict[str, float]] = field(default_factory=list)
@@ -61,6 +65,7 @@ class History:
     stopped_by_time: bool = False
     steps: int = 0
     wall_time_s: float = 0.0
+    val_time_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +97,11 @@ def _as_stream(episodes: Any) -> Any:
 Callback = Callable[[int, dict[str, float]], None]
 
 
+def _device_type(module: nn.Module) -> str:
+    """``"cpu"``/``"cuda"``/... of the module's first parameter (``"cpu"`` for a module without parameters)."""
+    return next((p.device.type for p in module.parameters()), "cpu")
+
+
 def fit(
     learner: nn.Module,
     episodes: Any,
@@ -104,6 +114,7 @@ def fit(
     lr_decay_every: int | None = None,
     lr_decay: float = 0.5,
     lr_schedule: str = "step",
+    autocast: torch.dtype | None = None,
     val_episodes: Sequence[Any] | None = None,
     eval_every: int = 500,
     patience: int | None = None,
@@ -130,6 +141,10 @@ def fit(
         lr_schedule: ``"step"`` (the ``lr_decay_every``/``lr_decay`` rule above) or ``"cosine"``: the rate follows
             ``lr * (1 + cos(pi * t / num_episodes)) / 2`` down to 0 at the last step (Loshchilov & Hutter 2017,
             no restarts); ignored when ``scheduler`` is given.
+        autocast: run each training step's forward under ``torch.autocast`` with this dtype (``torch.bfloat16``:
+            mixed precision; on CPUs with AMX/AVX512-BF16 the convolutions run ~1.5-2x faster, on CPUs without
+            native bfloat16 (AVX2 only) several times slower: 7x measured); weights, optimizer state and gradients stay
+            float32. ``None``: full float32. Validation always runs in float32.
         val_episodes: fixed validation episodes, evaluated every ``eval_every`` steps and at the end.
         patience: stop after this many validations without improvement (``None``: never).
         max_time_s: stop (with a validation and a checkpoint) after the step that passes this much training
@@ -162,6 +177,8 @@ def fit(
     if optimizer is None:
         check_positive_float("lr", lr)
         optimizer = torch.optim.Adam(learner.parameters(), lr=lr, weight_decay=weight_decay)
+    if autocast not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
     if lr_schedule not in ("step", "cosine"):
         raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {lr_schedule!r}")
     if scheduler is None and lr_schedule == "cosine":
@@ -227,7 +244,11 @@ def fit(
     for step in range(start + 1, num_episodes + 1):
         batch = stream.sample()
         optimizer.zero_grad(set_to_none=True)
-        out = train_step(batch)
+        if autocast is None:
+            out = train_step(batch)
+        else:
+            with torch.autocast(_device_type(learner), dtype=autocast):
+                out = train_step(batch)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower lr or check the data")
         if not out.backward_done:
@@ -258,7 +279,9 @@ def fit(
         if out_of_time:
             history.stopped_by_time = stop = True
         if val_episodes is not None and (step % eval_every == 0 or step == num_episodes or out_of_time):
+            val_start = time.perf_counter()
             acc = learner.evaluate(val_episodes)  # type: ignore[operator]
+            history.val_time_s += time.perf_counter() - val_start
             val = {"step": step, "accuracy": acc.mean, "ci95": acc.ci95, "time_s": time.perf_counter() - t0}
             history.val.append(val)
             _append_jsonl(run if main_process else None, {"kind": "val", **val})
