@@ -267,7 +267,9 @@ class LearnerConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Meta-training: ``lr`` times ``lr_decay`` every ``lr_decay_every`` episodes (``lr_schedule: step``) or a
-    cosine decay from ``lr`` to 0 over ``num_episodes`` (``lr_schedule: cosine``); ``patience`` in evals."""
+    cosine decay from ``lr`` to 0 over ``num_episodes`` (``lr_schedule: cosine``); ``patience`` in evals.
+    ``precision: bf16`` trains with bfloat16 autocast (mixed precision); ``channels_last`` stores the model's
+    4-D weights channels-last (faster convolutions on CPU)."""
 
     num_episodes: int = 20000
     lr: float = 1e-3
@@ -275,6 +277,8 @@ class TrainConfig:
     lr_decay_every: int | None = 2000
     lr_decay: float = 0.5
     lr_schedule: Literal["step", "cosine"] = "step"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
     eval_every: int = 500
     val_episodes: int = 200
     patience: int | None = None
@@ -375,6 +379,7 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        _checks.check_path_component("name", self.name)  # runs/<name>-<time>: a name must not escape runs/
         _checks.check_non_negative_int("seed", self.seed)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_positive_float
-from meta_learning.fewshot.base import EpisodicLearner
+from meta_learning.fewshot.base import EpisodicLearner, check_support_query, embed_pair
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -85,10 +85,14 @@ class PrototypicalNetwork(EpisodicLearner):
 
         Support and query are embedded in one forward pass, so BatchNorm in training mode sees one batch.
         """
+        support_y = check_support_query(support_x, support_y, query_x)
         n_way = int(support_y.max().item()) + 1
-        z = self.embed(torch.cat([support_x, query_x], dim=0))
+        z = embed_pair(self.embed, support_x, query_x).float()
         z_support, z_query = z[: support_x.shape[0]], z[support_x.shape[0] :]
-        prototypes = class_prototypes(z_support, support_y, n_way)
-        if self.temperature is None:
-            return -squared_euclidean(z_query, prototypes)
-        return self.temperature * cosine_similarity(z_query, prototypes)
+        # under mixed precision (fit(autocast=torch.bfloat16)) only the encoder runs in low precision:
+        # prototypes and distances stay in float32
+        with torch.autocast(z.device.type, enabled=False):
+            prototypes = class_prototypes(z_support, support_y, n_way)
+            if self.temperature is None:
+                return -squared_euclidean(z_query, prototypes)
+            return self.temperature * cosine_similarity(z_query, prototypes)
