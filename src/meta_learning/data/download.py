@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from meta_learning._io import sha256_file
+from meta_learning._io import DIR_MODE, FILE_MODE, sha256_file
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -63,6 +63,7 @@ def download_url(url: str, dest_path: str | os.PathLike[str], sha256: str, *, pr
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
             total = response.headers.get("Content-Length") if hasattr(response, "headers") else None
             bar = _progress_bar(int(total) if total else None, dest.name) if progress else None
@@ -128,6 +129,7 @@ def extract_archive(archive: str | os.PathLike[str], dest_dir: str | os.PathLike
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
         try:
+            os.chmod(tmp, DIR_MODE)
             zf.extractall(tmp)
             os.rename(tmp, dest)
         except BaseException:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from meta_learning._checks import check_positive_int
+from meta_learning._checks import check_positive_int, check_seed
 from meta_learning.data.episode import Episode, EpisodeBatch
 
 
@@ -22,7 +22,7 @@ class EpisodeSource:
     generator: torch.Generator
 
     def __init__(self, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(check_seed("seed", seed))
 
     def sample(self, generator: torch.Generator | None = None) -> Episode:
         """Draw one episode with ``generator`` (default: the source's own, advancing its state)."""
@@ -41,7 +41,7 @@ class EpisodeSource:
     def episodes(self, n: int, seed: int | None = None) -> list[Episode]:
         """``n`` episodes; from a fresh generator seeded with ``seed`` if given, else the source's own."""
         check_positive_int("n", n)
-        g = None if seed is None else torch.Generator().manual_seed(int(seed))
+        g = None if seed is None else torch.Generator().manual_seed(check_seed("seed", seed))
         return [self.sample(g) for _ in range(n)]
 
     def evaluation_episodes(self, n: int, seed: int = 0) -> list[Episode]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -11,6 +11,62 @@ from torch import Tensor, nn
 from meta_learning.data.episode import Episode
 from meta_learning.metrics import Accuracy, accuracy, accuracy_from_episodes
 from meta_learning.training.loop import History, StepOutput, fit
+
+_EPISODE_NAMES = ("support_x", "support_y", "query_x")
+_SEED_NAMES = ("support_samples", "support_labels", "query_samples")
+
+
+def check_support_query(
+    support_x: Any, support_y: Any, query_x: Any, names: tuple[str, str, str] = _EPISODE_NAMES, dense: bool = True
+) -> Tensor:
+    """Validate one few-shot input triple and return ``support_y`` as int64.
+
+    ``support_x [S, ...]`` (S >= 1) and ``query_x [M, ...]`` (M >= 0) must be tensors of one dtype and per-example
+    shape, finite if floating; ``support_y [S]`` integer labels, ``0..N-1`` with an example of each when ``dense``.
+    ``names`` are the caller's argument names, used in the messages.
+    """
+    sx_name, sy_name, qx_name = names
+    for name, value in ((sx_name, support_x), (sy_name, support_y), (qx_name, query_x)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if support_x.dim() < 2 or support_x.shape[0] == 0:
+        raise ValueError(f"{sx_name} has shape {tuple(support_x.shape)}; expected [S, ...] with S >= 1 examples")
+    if query_x.shape[1:] != support_x.shape[1:]:
+        raise ValueError(
+            f"{qx_name} has examples of shape {tuple(query_x.shape[1:])} but {sx_name} has {tuple(support_x.shape[1:])}"
+        )
+    if query_x.dtype != support_x.dtype:
+        raise TypeError(f"{qx_name} has dtype {query_x.dtype} but {sx_name} has {support_x.dtype}; use one dtype")
+    for name, x in ((sx_name, support_x), (qx_name, query_x)):
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} holds NaN or infinite values; clean the inputs")
+    if support_y.is_floating_point() or support_y.is_complex() or support_y.dtype == torch.bool:
+        raise TypeError(f"{sy_name} must hold integer class labels, got dtype {support_y.dtype}")
+    if support_y.shape != support_x.shape[:1]:
+        raise ValueError(
+            f"{sy_name} has shape {tuple(support_y.shape)} but {sx_name} has {support_x.shape[0]} examples; "
+            "give one integer label per support example"
+        )
+    labels = support_y.long()
+    if dense:
+        present = torch.unique(labels).tolist()
+        if present != list(range(len(present))):
+            raise ValueError(
+                f"{sy_name} must hold the labels 0..N-1 with at least one example of each, got classes {present}"
+            )
+    return labels
+
+
+def embed_pair(encoder: Callable[[Tensor], Tensor], support_x: Tensor, query_x: Tensor) -> Tensor:
+    """``encoder(cat([support_x, query_x]))`` (one batch, so BatchNorm sees both), naming the inputs when a
+    backbone refuses their shape or dtype."""
+    try:
+        return encoder(torch.cat([support_x, query_x], dim=0))
+    except (ValueError, TypeError) as err:  # the library's backbones validate their input
+        raise type(err)(
+            f"support_x/query_x with examples of shape {tuple(support_x.shape[1:])} and dtype {support_x.dtype} do "
+            f"not fit the encoder: {err}"
+        ) from err
 
 
 def _episode_parts(episode: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -55,14 +111,12 @@ class EpisodicLearner(nn.Module):
         return logits.softmax(dim=-1)
 
     def _logits_any_labels(self, query: Tensor, support: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        labels = torch.as_tensor(labels)
-        if labels.dim() != 1 or labels.shape[0] != support.shape[0]:
-            raise ValueError(
-                f"support_labels has shape {tuple(labels.shape)} but support_samples has {support.shape[0]} "
-                "examples; give one integer label per support sample"
-            )
-        if torch.is_floating_point(labels):
-            raise TypeError(f"support_labels must be integers, got dtype {labels.dtype}")
+        if isinstance(labels, (list, tuple)):
+            try:
+                labels = torch.as_tensor(labels)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise TypeError(f"support_labels must be integer class ids, got {labels!r:.80}") from err
+        labels = check_support_query(support, labels, query, names=_SEED_NAMES, dense=False)
         classes, dense = torch.unique(labels, sorted=True, return_inverse=True)
         with torch.no_grad():
             was_training = self.training

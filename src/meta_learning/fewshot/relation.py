@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_positive_int
-from meta_learning.fewshot.base import EpisodicLearner
+from meta_learning.fewshot.base import EpisodicLearner, check_support_query, embed_pair
 from meta_learning.models.conv4 import Conv4, conv_block
 
 LOSSES = ("mse", "cross_entropy")
@@ -95,6 +95,11 @@ class RelationNetwork(EpisodicLearner):
         self.embedding.eval()
         try:
             out = self.embedding(torch.zeros(1, in_channels, image_size, image_size))
+        except ValueError as err:
+            raise ValueError(
+                f"image_size={image_size}, in_channels={in_channels}: the embedding cannot take "
+                f"[B, {in_channels}, {image_size}, {image_size}] images ({err})"
+            ) from err
         finally:
             self.embedding.train(was_training)
         if out.dim() != 4:
@@ -105,8 +110,9 @@ class RelationNetwork(EpisodicLearner):
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """Relation logits ``[M, N]`` (apply ``sigmoid`` for the paper's relation scores in [0, 1])."""
+        support_y = check_support_query(support_x, support_y, query_x)
         n_way = int(support_y.max().item()) + 1
-        feats = self.embedding(torch.cat([support_x, query_x], dim=0))
+        feats = embed_pair(self.embedding, support_x, query_x)
         f_support, f_query = feats[: support_x.shape[0]], feats[support_x.shape[0] :]
         one_hot = nn.functional.one_hot(support_y, n_way).to(feats.dtype)  # (S, N)
         class_feats = torch.einsum("sn,schw->nchw", one_hot, f_support)  # K-shot: sum per class

@@ -17,7 +17,7 @@ tensor inside ``torch.func.grad`` is an error, and the caller decides whether up
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,11 @@ StepSize = float | Mapping[str, float | Tensor]
 def default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     """Cross-entropy for integer labels, mean-squared error for float targets."""
     if torch.is_floating_point(targets):
+        if targets.shape != outputs.shape:  # mse_loss would broadcast [K] against [K, C]: silently wrong
+            raise ValueError(
+                f"float targets (support_y/query_y, regression) have shape {tuple(targets.shape)} but the model's "
+                f"outputs {tuple(outputs.shape)}; give targets shaped like the outputs, or integer class labels"
+            )
         return nn.functional.mse_loss(outputs, targets)
     return nn.functional.cross_entropy(outputs, targets)
 
@@ -112,10 +117,12 @@ def resolve_inner_names(model: nn.Module, inner_params: Sequence[str] | Callable
     elif callable(inner_params):
         selected = [n for n in trainable if inner_params(n)]
     else:
-        if isinstance(inner_params, str):
-            raise TypeError(f"inner_params must be a list of names or a predicate, got the string {inner_params!r}")
+        if isinstance(inner_params, str) or not isinstance(inner_params, Iterable):
+            raise TypeError(f"inner_params must be a list of names or a predicate, got {inner_params!r}")
         selected = []
         for entry in inner_params:
+            if not isinstance(entry, str):
+                raise TypeError(f"inner_params must list parameter names (strings), got the entry {entry!r}")
             hits = [n for n in trainable if n == entry or n.startswith(entry + ".")]
             if not hits:
                 raise ValueError(

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
+from meta_learning._checks import check_choice, check_non_negative_int, check_positive_finite, check_positive_int
 from meta_learning.data.episode import Episode, EpisodeBatch
 from meta_learning.maml.batched import batched_task_losses, same_shapes, vmap_refusal
 from meta_learning.maml.batchnorm import per_step_modules, set_step
@@ -43,12 +43,62 @@ def _key(name: str) -> str:
     return name.replace(".", "__")
 
 
+def check_task_inputs(support_x: Tensor, support_y: Tensor, query_x: Any = None) -> None:
+    """Validate a support set (and query inputs) at the public boundary: tensors, matching lengths and example
+    shapes, finite values, integer labels >= 0 (or float regression targets)."""
+    given = [("support_x", support_x), ("support_y", support_y)] + (
+        [("query_x", query_x)] if query_x is not None else []
+    )
+    for name, value in given:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} holds NaN or infinite values; clean the inputs")
+    if support_x.dim() == 0 or support_x.shape[0] == 0 or support_y.shape[:1] != support_x.shape[:1]:
+        raise ValueError(
+            f"support_x has shape {tuple(support_x.shape)} and support_y {tuple(support_y.shape)}; expected [S, ...] "
+            "and [S] (or [S, ...] regression targets) with S >= 1"
+        )
+    if query_x is not None and query_x.shape[1:] != support_x.shape[1:]:
+        raise ValueError(
+            f"query_x has examples of shape {tuple(query_x.shape[1:])}, support_x {tuple(support_x.shape[1:])}"
+        )
+    integer = not support_y.is_floating_point()
+    if support_y.dtype == torch.bool or (integer and support_y.numel() and int(support_y.min()) < 0):
+        low = int(support_y.min()) if support_y.numel() else None
+        raise ValueError(
+            f"support_y must hold class indices >= 0 or float targets, got dtype {support_y.dtype}, min {low}"
+        )
+
+
+def _model_call(fn: Callable[[], Any], what: str) -> Any:
+    """``fn()``, turning the model's or loss's refusal of the inputs (shape, dtype, label range) into a ValueError
+    that names them; out-of-memory errors pass through."""
+    try:
+        return fn()
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, IndexError) as err:
+        raise ValueError(f"{what} do not fit the model or its loss: {err}") from err
+
+
+def _check_finite_result(values: Iterable[Tensor], lr_inner: float, num_steps: int | None) -> None:
+    if not all(bool(torch.isfinite(v).all()) for v in values):
+        raise ValueError(
+            f"adaptation diverged: non-finite values after {num_steps} inner steps with lr_inner={lr_inner}; "
+            "lower lr_inner or the number of steps"
+        )
+
+
 def as_episode(task: Any) -> Episode:
     """An :class:`Episode`, or a ``(support_x, support_y)`` pair as a support-only episode."""
     if isinstance(task, Episode):
         return task
     if isinstance(task, (tuple, list)) and len(task) == 2:
         x, y = task
+        for name, value in (("support_x", x), ("support_y", y)):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"task_support's {name} must be a torch.Tensor, got {type(value).__name__}")
         return Episode(x, y, x[:0], y[:0])
     raise TypeError(f"expected an Episode or a (support_x, support_y) pair, got {type(task).__name__}")
 
@@ -117,8 +167,8 @@ class MAML(nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.lr_inner = check_positive_float("lr_inner", lr_inner)
-        self.lr_outer = check_positive_float("lr_outer", lr_outer)
+        self.lr_inner = check_positive_finite("lr_inner", lr_inner)
+        self.lr_outer = check_positive_finite("lr_outer", lr_outer)
         self.num_inner_steps = check_non_negative_int("num_inner_steps", num_inner_steps)
         self.first_order = bool(first_order)
         self.meta_batch_size = check_positive_int("meta_batch_size", meta_batch_size)
@@ -344,8 +394,13 @@ class MAML(nn.Module):
         The meta-parameters (and the learner's buffers) are left bit-identical; meta-training can continue.
         """
         ep = as_episode(task_support)
+        check_task_inputs(ep.support_x, ep.support_y)
         with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to theta is built
-            final = self.adapt_params(ep.support_x, ep.support_y, num_steps, first_order=True)[-1]
+            final = _model_call(
+                lambda: self.adapt_params(ep.support_x, ep.support_y, num_steps, first_order=True)[-1],
+                f"support_x {tuple(ep.support_x.shape)} and support_y {tuple(ep.support_y.shape)}",
+            )
+        _check_finite_result(final.values(), self.lr_inner, num_steps)
         adapted = copy.deepcopy(self.model)
         with torch.no_grad():
             for name, p in adapted.named_parameters():
@@ -356,10 +411,18 @@ class MAML(nn.Module):
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_steps: int | None = None) -> Tensor:
         """Query outputs after adapting on the support set (no meta-gradient kept)."""
+        check_task_inputs(support_x, support_y, query_x)
         with torch.no_grad():
             buffers = self._cloned_buffers()
-            trajectory = self.adapt_params(support_x, support_y, num_steps, first_order=True, buffers=buffers)
-            return self._query_forward(trajectory[-1], buffers, query_x, len(trajectory) - 1)
+            shapes = f"support_x {tuple(support_x.shape)}, support_y {tuple(support_y.shape)} and query_x"
+            trajectory = _model_call(
+                lambda: self.adapt_params(support_x, support_y, num_steps, first_order=True, buffers=buffers), shapes
+            )
+            out = _model_call(
+                lambda: self._query_forward(trajectory[-1], buffers, query_x, len(trajectory) - 1), shapes
+            )
+        _check_finite_result([out], self.lr_inner, num_steps)
+        return out
 
     def adaptation_curve(self, tasks: Iterable[Episode], steps: Sequence[int] = (0, 1, 2, 5, 10)) -> dict[int, Any]:
         """Query accuracy (or MSE) after each number of inner steps in ``steps``, from one inner loop per task."""

@@ -7,6 +7,7 @@ blocks give a ``64 x 1 x 1`` map (64-d embedding); on ``3 x 84 x 84`` miniImageN
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -68,6 +69,7 @@ class Conv4(nn.Module):
             *[conv_block(channels[i], channels[i + 1], pool=i < pool_blocks) for i in range(num_blocks)]
         )
         self.flatten = flatten
+        self.pool_blocks = pool_blocks
         self.head: nn.Linear | None = None
         if num_classes is not None:
             check_positive_int("num_classes", num_classes)
@@ -77,8 +79,16 @@ class Conv4(nn.Module):
             self.head = nn.Linear(feature_size or hidden_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"Conv4 expects [B, C, H, W] input, got shape {tuple(x.shape)}")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Conv4 input x must be a torch.Tensor, got {type(x).__name__}")
+        first = cast(nn.Conv2d, cast(nn.Sequential, self.features[0])[0])
+        if x.dim() != 4 or x.shape[1] != first.in_channels or min(x.shape[2:]) < 2**self.pool_blocks:
+            raise ValueError(
+                f"Conv4 expects [B, C, H, W] input x with C = in_channels = {first.in_channels} and H, W >= "
+                f"{2**self.pool_blocks} ({self.pool_blocks} pooling blocks), got shape {tuple(x.shape)}"
+            )
+        if x.dtype != first.weight.dtype:
+            raise TypeError(f"Conv4 input x has dtype {x.dtype} but the weights are {first.weight.dtype}; convert x")
         h = self.features(x)
         if not self.flatten:
             return h

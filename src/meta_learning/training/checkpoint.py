@@ -8,6 +8,7 @@ torch RNG state (dropout), the step and the loop's bookkeeping. Files are writte
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,24 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; raises ``FileNotFoundError`` naming the path."""
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is truncated, corrupt or not such a checkpoint (the message names it and the fix).
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no checkpoint at {p}; was the run started with this run_dir?")
-    state = safe_torch_load(p)
+    try:
+        state = safe_torch_load(p)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
+        # torch's own message for a failed weights-only load advises weights_only=False: never repeat that advice
+        raise ValueError(
+            f"checkpoint {p} is truncated or corrupt and cannot be read ({type(err).__name__}); checkpoints are "
+            "written atomically, so the file was damaged after it was saved. Delete it (or restore a copy) and "
+            "start the run again without --resume/resume=True"
+        ) from err
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{p} is not a meta_learning checkpoint of version {CHECKPOINT_VERSION}")
     return state
