@@ -169,7 +169,7 @@ def test_adapters_glue(capsys: pytest.CaptureFixture[str]) -> None:
     assert r["reload_identical"] is True
     fraction(r["accuracy_before"], r["lora_accuracy"], r["prefix_accuracy"])
     assert r["lora_accuracy"] > max(0.6, r["accuracy_before"] + 0.08)
-    # prefix tuning after 40 steps is noisy (0.52-0.71 measured at 30-40 steps): only its bookkeeping is checked
+    # --fast trains prefix tuning 10 steps (its accuracy is noisy at such budgets): only its bookkeeping is checked
     assert 0 < r["lora_trainable_fraction"] < 0.02
     assert 0 < r["prefix_stored_after_collapse"] < r["prefix_trainable"]  # collapse keeps only the prefixes
 
