@@ -48,3 +48,20 @@ def tiny_config(root: Path, *, num_episodes: int, checkpoint_every: int, eval_ev
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
+
+
+def scan_library(find, allowed) -> list[str]:
+    """``"path:line what"`` for each ``(what, line)`` that ``find(ast_tree)`` reports in the installed library's
+    sources and that ``allowed`` (a predicate on the relative path and ``what``) does not excuse."""
+    import ast
+
+    import meta_learning
+
+    src = Path(meta_learning.__file__).resolve().parent
+    violations = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src).as_posix()
+        for what, line in find(ast.parse(path.read_text(encoding="utf-8"))):
+            if not allowed(rel, what):
+                violations.append(f"{rel}:{line} {what}")
+    return violations

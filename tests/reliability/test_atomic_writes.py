@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import meta_learning
-from _reliability import tiny_config
+from _reliability import scan_library, tiny_config
 from meta_learning import _io
 from meta_learning.adapters.base import write_safetensors
 from meta_learning.cli import main
@@ -213,12 +213,9 @@ def _raw_writes(tree: ast.AST) -> list[tuple[str, int]]:
 
 
 def test_every_library_write_goes_through_an_atomic_helper():
-    violations = []
-    for path in sorted(SRC.rglob("*.py")):
-        rel = path.relative_to(SRC).as_posix()
-        for call, line in _raw_writes(ast.parse(path.read_text(encoding="utf-8"))):
-            if (rel, call) not in ALLOWED_RAW_WRITES and not (rel == "_io.py" and call == "torch.save"):
-                violations.append(f"{rel}:{line} {call}(...)")
+    violations = scan_library(
+        _raw_writes, lambda rel, call: (rel, call) in ALLOWED_RAW_WRITES or (rel, call) == ("_io.py", "torch.save")
+    )
     assert not violations, "raw file writes (use meta_learning._io.atomic_*):\n" + "\n".join(violations)
 
 
