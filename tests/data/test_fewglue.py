@@ -116,3 +116,23 @@ def test_real_files(fewglue_root, task, split, counts):
     first_field = TASKS[task].text_fields[0]
     raw = json.loads((fewglue_root / "superglue_fewglue32" / TASKS[task].folder / f"{split}.jsonl").open().readline())
     assert data.texts[0][0] == raw[first_field]
+
+
+def test_download_fetches_the_pinned_release_and_refuses_other_bytes(fewglue_root, tmp_path, monkeypatch):
+    import shutil
+
+    from meta_learning.data import fewglue
+
+    served = tmp_path / "server" / "CB"
+    served.mkdir(parents=True)
+    shutil.copy(fewglue_root / "superglue_fewglue32" / "CB" / "train.jsonl", served / "train.jsonl")
+    monkeypatch.setattr(fewglue, "BASE_URL", (tmp_path / "server").as_uri())
+    data = FewGLUE(tmp_path / "root", task="cb", split="train", download=True)
+    assert len(data) == 32 and (tmp_path / "root" / "superglue_fewglue32" / "CB" / "train.jsonl").is_file()
+    with (served / "train.jsonl").open("a", encoding="utf-8") as f:
+        f.write("\n")  # one byte more: not the release
+    with pytest.raises(RuntimeError, match="sha256"):
+        FewGLUE(tmp_path / "other", task="cb", split="train", download=True)
+    assert not (tmp_path / "other" / "superglue_fewglue32" / "CB" / "train.jsonl").exists()
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        FewGLUE(tmp_path / "other", task="cb", split="val")

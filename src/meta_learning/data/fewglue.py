@@ -30,9 +30,12 @@ from torch.utils.data import Dataset
 
 from meta_learning._checks import check_choice
 from meta_learning._io import data_root, sha256_file
+from meta_learning.data.download import download_url
 
 FOLDER = "superglue_fewglue32"
 SPLITS = ("train", "dev32", "val")
+# the release the checksums below belong to: THUDM/P-tuning, folder FewGLUE_32dev/, at a fixed commit
+BASE_URL = "https://raw.githubusercontent.com/THUDM/P-tuning/f4225d4d8003868b31ed659dfe9732a351ad42d9/FewGLUE_32dev"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class FewGLUE(Dataset[tuple[tuple[str, str], int]]):
         split: ``"train"`` (the 32 FewGLUE examples), ``"dev32"`` (32 dev examples) or ``"val"`` (the official
             SuperGLUE validation set: BoolQ 3,270, CB 56, RTE 277).
         verify: check the file's sha256 against the release this loader knows (``False`` for other copies).
+        download: fetch a missing file from the release (``BASE_URL``, pinned commit) into the data root; it
+            appears only once its sha256 matches.
 
     Attributes:
         texts: one ``(first, second)`` pair per example (see the module's table); ``labels``: ``[N]`` int64;
@@ -86,16 +91,23 @@ class FewGLUE(Dataset[tuple[tuple[str, str], int]]):
     """
 
     def __init__(
-        self, root: str | os.PathLike[str] | None = None, task: str = "rte", split: str = "train", verify: bool = True
+        self,
+        root: str | os.PathLike[str] | None = None,
+        task: str = "rte",
+        split: str = "train",
+        verify: bool = True,
+        download: bool = False,
     ) -> None:
         self.task = check_choice("task", task, TASKS)
         self.split = check_choice("split", split, SPLITS)
         spec = TASKS[self.task]
         path = data_root(root) / FOLDER / spec.folder / f"{self.split}.jsonl"
+        if not path.is_file() and download:
+            download_url(f"{BASE_URL}/{spec.folder}/{self.split}.jsonl", path, SHA256[(self.task, self.split)])
         if not path.is_file():
             raise FileNotFoundError(
                 f"FewGLUE {spec.folder} {self.split} not found: expected {path}; set META_LEARNING_DATA (or root=) to "
-                f"the folder that holds {FOLDER}/"
+                f"the folder that holds {FOLDER}/, or pass download=True"
             )
         if verify:
             digest, expected = sha256_file(path), SHA256[(self.task, self.split)]
