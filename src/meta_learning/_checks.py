@@ -30,10 +30,12 @@ def check_non_negative_int(name: str, value: Any) -> int:
     return value
 
 
-def check_positive_float(name: str, value: Any) -> float:
-    """Return ``float(value)`` if it is a real number > 0, else raise naming ``name``."""
+def check_positive_float(name: str, value: Any, *, finite: bool = False) -> float:
+    """Return ``float(value)`` if it is a real number > 0 (and finite when ``finite``), else raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    if finite and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value} but it must be a finite number > 0")
     if not value > 0:
         raise ValueError(f"{name}={value} but it must be > 0")
     return float(value)
@@ -82,10 +84,14 @@ def check_seed(name: str, value: Any) -> int:
     return int(value)
 
 
-def check_positive_finite(name: str, value: Any) -> float:
-    """Return ``float(value)`` if it is a finite real number > 0, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value} but it must be a finite number > 0")
-    return float(value)
+def check_tensors(**named: Any) -> None:
+    """Raise a ``TypeError`` naming the first argument that is not a ``torch.Tensor`` and a ``ValueError`` naming the
+    first floating-point one that holds NaN or infinite values."""
+    from torch import Tensor, isfinite
+
+    for name, value in named.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    for name, value in named.items():
+        if value.is_floating_point() and not bool(isfinite(value).all()):
+            raise ValueError(f"{name} holds NaN or infinite values; clean the inputs")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from meta_learning._checks import check_tensors
 from meta_learning.data.episode import Episode
 from meta_learning.metrics import Accuracy, accuracy, accuracy_from_episodes
 from meta_learning.training.loop import History, StepOutput, fit
@@ -26,9 +27,7 @@ def check_support_query(
     ``names`` are the caller's argument names, used in the messages.
     """
     sx_name, sy_name, qx_name = names
-    for name, value in ((sx_name, support_x), (sy_name, support_y), (qx_name, query_x)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    check_tensors(**{sx_name: support_x, sy_name: support_y, qx_name: query_x})
     if support_x.dim() < 2 or support_x.shape[0] == 0:
         raise ValueError(f"{sx_name} has shape {tuple(support_x.shape)}; expected [S, ...] with S >= 1 examples")
     if query_x.shape[1:] != support_x.shape[1:]:
@@ -37,9 +36,6 @@ def check_support_query(
         )
     if query_x.dtype != support_x.dtype:
         raise TypeError(f"{qx_name} has dtype {query_x.dtype} but {sx_name} has {support_x.dtype}; use one dtype")
-    for name, x in ((sx_name, support_x), (qx_name, query_x)):
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} holds NaN or infinite values; clean the inputs")
     if support_y.is_floating_point() or support_y.is_complex() or support_y.dtype == torch.bool:
         raise TypeError(f"{sy_name} must hold integer class labels, got dtype {support_y.dtype}")
     if support_y.shape != support_x.shape[:1]:

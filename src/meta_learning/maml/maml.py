@@ -20,7 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from meta_learning._checks import check_choice, check_non_negative_int, check_positive_finite, check_positive_int
+from meta_learning._checks import (
+    check_choice,
+    check_non_negative_int,
+    check_positive_float,
+    check_positive_int,
+    check_tensors,
+)
 from meta_learning.data.episode import Episode, EpisodeBatch
 from meta_learning.maml.batched import batched_task_losses, same_shapes, vmap_refusal
 from meta_learning.maml.batchnorm import per_step_modules, set_step
@@ -46,14 +52,7 @@ def _key(name: str) -> str:
 def check_task_inputs(support_x: Tensor, support_y: Tensor, query_x: Any = None) -> None:
     """Validate a support set (and query inputs) at the public boundary: tensors, matching lengths and example
     shapes, finite values, integer labels >= 0 (or float regression targets)."""
-    given = [("support_x", support_x), ("support_y", support_y)] + (
-        [("query_x", query_x)] if query_x is not None else []
-    )
-    for name, value in given:
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ValueError(f"{name} holds NaN or infinite values; clean the inputs")
+    check_tensors(support_x=support_x, support_y=support_y, **({} if query_x is None else {"query_x": query_x}))
     if support_x.dim() == 0 or support_x.shape[0] == 0 or support_y.shape[:1] != support_x.shape[:1]:
         raise ValueError(
             f"support_x has shape {tuple(support_x.shape)} and support_y {tuple(support_y.shape)}; expected [S, ...] "
@@ -167,8 +166,8 @@ class MAML(nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.lr_inner = check_positive_finite("lr_inner", lr_inner)
-        self.lr_outer = check_positive_finite("lr_outer", lr_outer)
+        self.lr_inner = check_positive_float("lr_inner", lr_inner, finite=True)
+        self.lr_outer = check_positive_float("lr_outer", lr_outer, finite=True)
         self.num_inner_steps = check_non_negative_int("num_inner_steps", num_inner_steps)
         self.first_order = bool(first_order)
         self.meta_batch_size = check_positive_int("meta_batch_size", meta_batch_size)
