@@ -203,7 +203,7 @@ def finish_run(
     history: History,
     session_s: float,
     *,
-    train_set: Any | None = None,
+    train_set: Any,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on the test split and write ``results.json``.
 
@@ -215,7 +215,7 @@ def finish_run(
       the steps to reach ``0.9 a(K)``.
     - ``parameter_efficiency`` of the learner (meta-learned inner step sizes included).
     - ``computational_cost``: FLOPs of one training step (one episode, or one meta-batch for the MAML family)
-      counted on a copy of the learner with episodes drawn from ``train_set`` (default: built from the config) by
+      counted on a copy of the learner with episodes drawn from ``train_set`` (the run's training set) by
       a sampler of its own (seed ``cfg.seed``), so neither the learner nor any random state changes; the loop's
       wall time over all sessions; the step time without validation; the peak memory of this process up to the
       end of training (CUDA: since :func:`train_experiment` started).
@@ -237,8 +237,6 @@ def finish_run(
     if curve is not None:
         metrics["adaptation_speed"] = adaptation_speed(curve, fraction=ADAPTATION_FRACTION)
     metrics["parameter_efficiency"] = parameter_efficiency(learner)
-    if train_set is None:
-        train_set = build_dataset(d, d.train_split)
     step_time = (history.wall_time_s - history.val_time_s) / history.steps
     metrics["computational_cost"] = cost_summary(
         training_step_flops(cfg, learner, train_set), history.wall_time_s, history.steps, device,

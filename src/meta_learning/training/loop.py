@@ -179,6 +179,7 @@ def fit(
         optimizer = torch.optim.Adam(learner.parameters(), lr=lr, weight_decay=weight_decay)
     if autocast not in (None, torch.bfloat16, torch.float16):
         raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
+    autocast_device = _device_type(learner)
     if lr_schedule not in ("step", "cosine"):
         raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {lr_schedule!r}")
     if scheduler is None and lr_schedule == "cosine":
@@ -247,7 +248,7 @@ def fit(
         if autocast is None:
             out = train_step(batch)
         else:
-            with torch.autocast(_device_type(learner), dtype=autocast):
+            with torch.autocast(autocast_device, dtype=autocast):
                 out = train_step(batch)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower lr or check the data")
