@@ -233,6 +233,7 @@ def main() -> None:
     report = {
         "machine": machine_info(), "task": args.task, "steps": args.steps, "batch_size": args.batch_size,
         "max_length": args.max_length, "timing_batch_size": args.timing_batch_size, "head_lr": args.head_lr,
+        "worker_torch_threads": args.threads,  # machine_info() describes this parent process, not the workers
         "eval_limit": args.eval_limit, "seed": args.seed,
         "peft": peers, "transformers": transformers.__version__, "results": results,
     }  # fmt: skip
