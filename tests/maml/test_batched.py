@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from meta_learning import Conv4, Episode
+from meta_learning import MLP, Conv4, Episode
 from meta_learning.maml import ANIL, MAML, MetaSGD
 
 F64 = torch.float64
@@ -47,13 +47,15 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("mode", [True, "auto"], ids=["vmap", "stacked"])
 @pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_batched_meta_gradient_equals_the_per_task_loop(case, regression):
+def test_batched_meta_gradient_equals_the_per_task_loop(case, regression, mode):
     out = 1 if regression else 3
-    batched, looped = CASES[case](mlp(out=out), True), CASES[case](mlp(out=out), False)
+    batched, looped = CASES[case](mlp(out=out), mode), CASES[case](mlp(out=out), False)
     eps = tasks(regression=regression)
-    assert batched.uses_batched_path(eps) and not looped.uses_batched_path(eps)
+    assert batched._batched_kind(eps) == ("vmap" if mode is True else "stacked")
+    assert not looped.uses_batched_path(eps)
     ob, gb = meta_grads(batched, eps)
     ol, gl = meta_grads(looped, eps)
     assert gb.keys() == gl.keys() and len(gb) >= 6
@@ -63,8 +65,54 @@ def test_batched_meta_gradient_equals_the_per_task_loop(case, regression):
     assert ob.accuracy == pytest.approx(ol.accuracy, rel=1e-10)
 
 
-def test_the_loop_is_the_default_and_forcing_is_refused_where_vmap_is_wrong_or_unproven():
-    assert not MAML(mlp()).uses_batched_path(tasks())
+def test_stacked_path_is_the_default_for_plain_mlps_only_and_the_loop_elsewhere():
+    assert MAML(mlp())._batched_kind(tasks()) == "stacked"
+    assert MAML(MLP(4, [8], 3).double())._batched_kind(tasks()) == "stacked"
+    assert MAML(MLP(4, [8], 3).double())._batched_kind([Episode(e.support_x[:, :, None, None], e.support_y,
+                                                                e.query_x[:, :, None, None], e.query_y)
+                                                        for e in tasks()]) == "stacked"  # fmt: skip
+    assert MAML(mlp(), batch_tasks=False)._batched_kind(tasks()) is None
+    assert MAML(mlp())._batched_kind(tasks(n=1)) is None
+    assert MAML(mlp())._batched_kind([*tasks(n=2), tasks(k=3)[0]]) is None  # unequal shapes: the loop
+    # not plain MLPs: a Conv4 (BatchNorm), a Sequential with Dropout or LayerNorm, a subclassed activation
+    assert not MAML(Conv4(1, 4, num_classes=3)).uses_batched_path([])
+    conv_tasks = [Episode(torch.randn(3, 1, 28, 28), torch.arange(3), torch.randn(3, 1, 28, 28), torch.arange(3))] * 2
+    assert MAML(Conv4(1, 4, num_classes=3))._batched_kind(conv_tasks) is None
+
+    class MyReLU(nn.ReLU):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    for odd in (nn.Dropout(0.1), nn.LayerNorm(16), MyReLU(), nn.Sequential(nn.ReLU())):
+        model = nn.Sequential(nn.Linear(4, 16), odd, nn.Linear(16, 3)).double()
+        assert MAML(model)._batched_kind(tasks()) is None, odd
+    # an input the chain cannot take: a Sequential MLP fed [N, A, B] inputs uses the loop
+    seq = nn.Sequential(nn.Linear(2, 3)).double()
+    img = [Episode(torch.randn(3, 2, 2, dtype=F64), torch.arange(3), torch.randn(3, 2, 2, dtype=F64), torch.arange(3))]
+    assert MAML(seq)._batched_kind(img * 2) is None
+
+
+def test_stacked_path_takes_a_custom_loss_and_matches_the_loop():
+    def loss_fn(out, y):
+        return (out - y).abs().mean() + 0.1 * out.pow(2).mean()
+
+    eps = tasks(regression=True)
+    stacked = MAML(mlp(out=1), lr_inner=0.3, num_inner_steps=2, loss_fn=loss_fn)
+    looped = MAML(mlp(out=1), lr_inner=0.3, num_inner_steps=2, loss_fn=loss_fn, batch_tasks=False)
+    assert stacked._batched_kind(eps) == "stacked"
+    (os_, gs), (ol, gl) = meta_grads(stacked, eps), meta_grads(looped, eps)
+    for n in gl:
+        torch.testing.assert_close(gs[n], gl[n], rtol=1e-10, atol=1e-12, msg=n)
+    assert float(os_.loss) == pytest.approx(float(ol.loss), rel=1e-10)
+
+
+def test_stacked_path_keeps_the_regression_shape_check():
+    eps = [Episode(e.support_x, e.support_y[:, 0], e.query_x, e.query_y[:, 0]) for e in tasks(regression=True)]
+    with pytest.raises(ValueError, match="targets"):
+        MAML(mlp(out=1)).meta_loss(eps)
+
+
+def test_forcing_vmap_is_refused_where_vmap_is_wrong_or_unproven():
     with pytest.raises(ValueError, match="BatchNorm2d"):
         MAML(Conv4(1, 4, num_classes=3), batch_tasks=True)
     with pytest.raises(ValueError, match="LayerNorm"):

@@ -1,6 +1,7 @@
 """Batching a meta-batch's tasks with ``torch.func.vmap``, only where it is exact.
 
-The per-task loop is the default and is exact for every layer. ``MAML(..., batch_tasks=True)`` instead runs a
+The per-task loop is the default for every model but plain MLPs (which take the exact stacked-parameter path of
+:mod:`meta_learning.maml.stacked`) and is exact for every layer. ``MAML(..., batch_tasks=True)`` instead runs a
 meta-batch's tasks as one ``vmap``-batched computation. Measured on this project's 2-core CPU it is SLOWER: 0.36x
 the loop's tasks/s for the sinusoid MLP (functorch's batching overhead outweighs the saved dispatch) and 0.5x for a
 Conv4 written as grouped convolutions (benchmarks/RESULTS.md), so it is off by default; it is there for devices

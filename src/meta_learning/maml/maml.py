@@ -28,7 +28,7 @@ from meta_learning._checks import (
     check_tensors,
 )
 from meta_learning.data.episode import Episode, EpisodeBatch
-from meta_learning.maml.batched import batched_task_losses, same_shapes, vmap_refusal
+from meta_learning.maml.batched import batched_task_losses, same_shapes, stack_episodes, vmap_refusal
 from meta_learning.maml.batchnorm import per_step_modules, set_step
 from meta_learning.maml.distributed import all_reduce_gradients, all_reduce_sum, shard, world
 from meta_learning.maml.functional import (
@@ -39,6 +39,7 @@ from meta_learning.maml.functional import (
     inner_loop,
     resolve_inner_names,
 )
+from meta_learning.maml.stacked import LinearChain, stacked_task_losses
 from meta_learning.metrics import Accuracy, MeanSquaredError, accuracy, accuracy_from_episodes, mse_from_episodes
 from meta_learning.training.loop import History, StepOutput, fit
 
@@ -118,9 +119,12 @@ class MAML(nn.Module):
         multi_step_loss: MAML++ multi-step loss with annealed weights over ``msl_iterations`` meta-iterations.
         first_order_iterations: MAML++ derivative-order annealing (first order for this many iterations).
         loss_fn: ``(outputs, targets) -> loss``; default cross-entropy for integer labels, MSE for floats.
-        batch_tasks: run a meta-batch's tasks as one ``vmap``-batched computation instead of the per-task loop
-            (default ``False``: slower on CPU, see :mod:`meta_learning.maml.batched`). Only for models built from
-            layers proven exact under vmap, without buffers; others raise ``ValueError`` naming the module.
+        batch_tasks: ``"auto"`` (default): plain MLPs (``MLP``, or ``nn.Sequential`` of ``Linear`` and element-wise
+            activations) run a meta-batch's tasks as one computation on stacked parameters (exact, several times
+            faster: :mod:`meta_learning.maml.stacked`); other models use the per-task loop. ``True``: batch any
+            model with ``vmap`` instead (slower on CPU, see :mod:`meta_learning.maml.batched`; only models built
+            from layers proven exact under vmap, without buffers, others raise ``ValueError`` naming the module).
+            ``False``: always the per-task loop.
 
     Example:
         >>> maml = MAML(model=Conv4(num_classes=5), lr_inner=0.4, lr_outer=0.001, num_inner_steps=1)
@@ -160,7 +164,7 @@ class MAML(nn.Module):
         msl_iterations: int = 10_000,
         first_order_iterations: int = 0,
         loss_fn: LossFn | None = None,
-        batch_tasks: bool = False,
+        batch_tasks: bool | str = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -189,9 +193,10 @@ class MAML(nn.Module):
                     torch.full((steps,), self.lr_inner, dtype=params[n].dtype, device=params[n].device)
                 )
         self._per_step_bn = any(True for _ in per_step_modules(model))
-        if not isinstance(batch_tasks, bool):
-            raise TypeError(f"batch_tasks must be True or False, got {batch_tasks!r}")
-        refusal = vmap_refusal(model) if batch_tasks else None
+        if not isinstance(batch_tasks, bool) and batch_tasks != "auto":
+            raise TypeError(f"batch_tasks must be 'auto', True or False, got {batch_tasks!r}")
+        self._chain = LinearChain.of(model) if batch_tasks == "auto" else None
+        refusal = vmap_refusal(model) if batch_tasks is True else None
         if refusal is not None:
             raise ValueError(f"batch_tasks=True: {refusal}; use the per-task loop (batch_tasks=False)")
         self.batch_tasks = batch_tasks
@@ -289,12 +294,35 @@ class MAML(nn.Module):
         return self.loss_fn(out, qy), out
 
     def uses_batched_path(self, episodes: list[Episode]) -> bool:
-        """Whether this meta-batch (this rank's share) runs as one vmap-batched computation."""
-        if not self.batch_tasks or len(episodes) < 2:
-            return False
+        """Whether this meta-batch (this rank's share) runs as one batched computation (stacked or vmap)."""
+        return self._batched_kind(episodes) is not None
+
+    def _batched_kind(self, episodes: list[Episode]) -> str | None:
+        """``"stacked"`` (``"auto"`` and a plain MLP), ``"vmap"`` (``batch_tasks=True``) or ``None`` (the loop)."""
+        if self.batch_tasks is False or len(episodes) < 2:
+            return None
         if not same_shapes(episodes):
-            raise ValueError("batch_tasks=True needs the tasks of a meta-batch to have equal shapes")
-        return True
+            if self.batch_tasks is True:
+                raise ValueError("batch_tasks=True needs the tasks of a meta-batch to have equal shapes")
+            return None
+        if self._chain is not None and not self._per_step_bn:
+            first = episodes[0]
+            shapes_ok = all(self._chain.inputs(x[None]) is not None for x in (first.support_x, first.query_x))
+            if shapes_ok:
+                return "stacked"
+        return "vmap" if self.batch_tasks is True else None
+
+    def _stacked_losses(self, episodes: list[Episode]) -> tuple[Tensor, Tensor, Tensor]:
+        assert self._chain is not None
+        sx, sy, qx, qy = stack_episodes(episodes)
+        steps = self.num_inner_steps
+        weights = self.msl_weights(steps).tolist() if self.multi_step_loss and steps > 0 else None
+        losses, outs = stacked_task_losses(
+            self._chain, dict(self.model.named_parameters()), sx, sy, qx, qy,
+            num_steps=steps, step_size=self.step_size, inner_names=self.inner_names,
+            first_order=self._first_order_now(), loss_fn=self.loss_fn, step_weights=weights,
+        )  # fmt: skip
+        return losses, outs, qy
 
     def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
         """Mean query loss over a meta-batch (differentiable) and the mean query accuracy (or loss).
@@ -331,8 +359,12 @@ class MAML(nn.Module):
         kept: list[Tensor] = []
         loss_sum, metric_sum = 0.0, 0.0
         local = self.local_share(episodes)
-        if self.uses_batched_path(local):
-            losses, outs, targets = batched_task_losses(self._task_loss_and_output, local)
+        kind = self._batched_kind(local)
+        if kind is not None:
+            if kind == "stacked":
+                losses, outs, targets = self._stacked_losses(local)
+            else:
+                losses, outs, targets = batched_task_losses(self._task_loss_and_output, local)
             if backward:
                 (losses.sum() / n).backward()
             else:
