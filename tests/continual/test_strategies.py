@@ -158,6 +158,8 @@ def test_bad_input_names_the_argument(call, error, match, two_tasks):
 def test_config_and_constructor_validation():
     with pytest.raises(ValueError, match="optimizer='rmsprop'"):
         TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        TrainConfig(precision="fp16")
     with pytest.raises(ValueError, match="momentum"):
         TrainConfig(momentum=1.0)
     with pytest.raises(TypeError, match="model must be an nn.Module"):
@@ -166,3 +168,32 @@ def test_config_and_constructor_validation():
         Naive(mlp(), config={"epochs": 1})
     with pytest.raises(ValueError, match="memory_size"):
         ExperienceReplay(mlp(), memory_size=0)
+
+
+def test_bf16_precision_is_an_autocast_training_step_and_prediction_stays_fp32(two_tasks):
+    x, y = two_tasks[0]
+    n = x.shape[0]
+    config = TrainConfig(iterations=4, batch_size=n, lr=0.5, optimizer="sgd", precision="bf16")
+    strategy = Naive(mlp(seed=0), config=config, seed=5, mask_unseen_classes=False)
+    strategy.learn_task(x, y)
+    # reference: the same full-batch steps written out, forward and backward under autocast(bfloat16)
+    ref = mlp(seed=0)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.5)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(4):
+        idx = torch.randperm(n, generator=g)
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(ref(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+    fp32_config = TrainConfig(iterations=4, batch_size=n, lr=0.5, optimizer="sgd")
+    fp32 = Naive(mlp(seed=0), config=fp32_config, seed=5, mask_unseen_classes=False)
+    fp32.learn_task(x, y)
+    for a, b, c in zip(weights(strategy.model), weights(ref), weights(fp32.model), strict=True):
+        assert a.dtype == torch.float32
+        assert torch.equal(a, b)
+        assert (a - c).abs().max() > 1e-4  # bf16 products really ran: the fp32 run differs
+    out = strategy.predict(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, strategy.model(x), rtol=0, atol=0)

@@ -39,6 +39,7 @@ from meta_learning.continual.models import TaskAwareModule
 from meta_learning.data.streams import Experience
 
 OPTIMIZERS = ("adam", "sgd")
+PRECISIONS = ("fp32", "bf16")
 TaskIds = int | Tensor  # one task id for the whole batch, or ``[B]`` per-example task ids
 
 
@@ -59,6 +60,10 @@ class TrainConfig:
         momentum: SGD momentum.
         weight_decay: L2 weight decay of the optimizer.
         eval_batch_size: examples per forward pass in ``predict``.
+        precision: ``"fp32"``, or ``"bf16"``: each training step's forward and backward under
+            ``torch.autocast(bfloat16)`` (mixed precision: matrix products in bf16, weights, optimizer state and
+            the strategies' penalties in fp32). Fast on CPUs with AMX/AVX512-BF16 and on GPUs; several times
+            slower on CPUs without native bf16 (benchmarks/RESULTS.md). Prediction stays fp32.
     """
 
     epochs: int = 5
@@ -69,6 +74,7 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     eval_batch_size: int = 1024
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -82,6 +88,7 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay} but it must be >= 0")
         check_positive_int("eval_batch_size", self.eval_batch_size)
+        check_choice("precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -457,6 +464,8 @@ class Strategy:
         tail_from = steps - max(1, steps // 10)
         order = torch.empty(0, dtype=torch.long)
         pos = 0
+        device_type = x.device.type
+        bf16 = config.precision == "bf16"
         for step in range(steps):
             if pos >= order.numel():
                 order, pos = torch.randperm(n, generator=self.generator).to(x.device), 0
@@ -465,7 +474,8 @@ class Strategy:
             xb, yb = x[idx], y[idx]
             tb = t[idx] if isinstance(t, Tensor) else t
             optimizer.zero_grad(set_to_none=True)
-            loss = self.training_loss(xb, yb, tb)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+                loss = self.training_loss(xb, yb, tb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss)} at step {step} of task {task_id}; lower lr")
             loss.backward()
