@@ -39,7 +39,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(os.environ.get("PEERS_PYTHON", REPO.parent / "peers-venv" / "bin" / "python"))
 STRATEGIES = ("naive", "ewc", "replay")
-LIBRARIES = ("ours", "avalanche", "plain")  # plain: a minimal hand-written PyTorch loop (Naive only), the floor
+LIBRARIES = ("ours", "avalanche", "plain", "ours_bf16")  # plain: a minimal hand-written PyTorch loop (Naive only)
 EWC_LAMBDA, MEMORY, BATCH, LR = 1e4, 500, 128, 1e-3
 
 
@@ -65,12 +65,13 @@ def export_stream(path: Path) -> dict[str, object]:
     }
 
 
-def run_ours(strategy: str, data: dict, epochs: int, seed: int) -> dict[str, object]:
+def run_ours(strategy: str, data: dict, epochs: int, seed: int, precision: str = "fp32") -> dict[str, object]:
     from meta_learning.continual import EWC, ExperienceReplay, Naive, TrainConfig
 
     torch.manual_seed(seed)
     model = mlp()
-    common = {"config": TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR), "seed": seed, "mask_unseen_classes": False}
+    config = TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, precision=precision)
+    common = {"config": config, "seed": seed, "mask_unseen_classes": False}
     if strategy == "naive":
         learner = Naive(model, **common)
     elif strategy == "ewc":
@@ -155,6 +156,9 @@ def worker(args: argparse.Namespace) -> None:
     # The first optimizer built in a process imports torch._dynamo (~2 s, once). Avalanche's user builds the optimizer
     # before calling train(), outside the timed region; pay that import here too, before timing, in every worker.
     torch.optim.Adam([nn.Parameter(torch.zeros(1))])
+    if args.worker == "ours_bf16":
+        print(json.dumps(run_ours(args.strategy, data, args.epochs, args.seed, precision="bf16")))
+        return
     run = {"ours": run_ours, "avalanche": run_avalanche, "plain": run_plain}[args.worker]
     print(json.dumps(run(args.strategy, data, args.epochs, args.seed)))
 
@@ -166,6 +170,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="also time ours with TrainConfig(precision='bf16')")
     p.add_argument("--worker", choices=LIBRARIES)
     p.add_argument("--strategy", choices=STRATEGIES)
     p.add_argument("--data")
@@ -190,7 +195,8 @@ def main() -> None:
         data_file = Path(tmp) / "split_mnist.pt"
         info = export_stream(data_file)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO / "src")}
-        jobs = [(st, lib) for st in STRATEGIES for lib in LIBRARIES if lib != "plain" or st == "naive"]
+        libs = [lib for lib in LIBRARIES if lib != "ours_bf16" or args.bf16]
+        jobs = [(st, lib) for st in STRATEGIES for lib in libs if lib != "plain" or st == "naive"]
         runs: dict[tuple[str, str], list[dict]] = {job: [] for job in jobs}
         for r in range(args.repeats):  # interleaved, so that background load spreads over every configuration
             for strategy, lib in jobs:
@@ -229,6 +235,14 @@ def main() -> None:
             f"| {strategy} | {ours['s_per_experience_median']:.3f} | {aval['s_per_experience_median']:.3f} | {plain} | "
             f"{ratio[strategy]:.2f} | {acc} |"
         )
+        if "ours_bf16" in cell:
+            b = cell["ours_bf16"]
+            ratio[strategy + "_bf16"] = b["s_per_experience_median"] / aval["s_per_experience_median"]
+            bf16_ratio = ratio[strategy + "_bf16"]
+            print(
+                f"| {strategy} (ours bf16) | {b['s_per_experience_median']:.3f} | | | {bf16_ratio:.2f} | "
+                f"{100 * b['final_mean_accuracy']:.2f}% | |"
+            )
     from meta_learning._io import atomic_write_json
 
     result = {

@@ -81,12 +81,24 @@ def l2l_step(model: nn.Module, steps: int, first_order: bool):
     return step, maml
 
 
-def worker(impl: str, steps: int, order: int, iters: int, warmup: int, threads: int) -> dict:
+def worker(
+    impl: str, steps: int, order: int, iters: int, warmup: int, threads: int, precision: str = "fp32",
+    channels_last: bool = False,
+) -> dict:  # fmt: skip
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = conv4()
-    step, _ = (ours_step if impl == "ours" else l2l_step)(model, steps, order == 1)
     b = batch(torch.Generator().manual_seed(0))
+    if channels_last:  # the 1-channel images are laid out the same either way; the convolutions follow the weights
+        model = model.to(memory_format=torch.channels_last)
+    plain_step, _ = (ours_step if impl == "ours" else l2l_step)(model, steps, order == 1)
+    step = plain_step
+    if precision == "bf16":  # the same autocast around both libraries' whole meta-step (forward and backward)
+
+        def step(b):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                plain_step(b)
+
     for _ in range(warmup):
         step(b)
     times = []
@@ -97,6 +109,7 @@ def worker(impl: str, steps: int, order: int, iters: int, warmup: int, threads: 
     med = statistics.median(times)
     result = {
         "impl": impl, "inner_steps": steps, "order": order, "threads": torch.get_num_threads(),
+        "precision": precision, "channels_last": channels_last,
         "median_s_per_metabatch": med, "tasks_per_s": META_BATCH / med,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
@@ -130,10 +143,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peers-python", default=None)
     ap.add_argument("--inner-steps", nargs="+", type=int, default=[1, 5], help="inner-step counts to compare")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: the meta-step of both libraries under torch.autocast(bfloat16)")  # fmt: skip
+    ap.add_argument("--channels-last", action="store_true", help="channels-last model and images, both libraries")
     ap.add_argument("--out", default="benchmarks/out/maml_throughput.json")
     a = ap.parse_args()
     if a.impl:
-        print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads)))
+        print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads, a.precision, a.channels_last)))
         return
     sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine_info, matmul_peak_gflops
@@ -147,7 +163,8 @@ def main() -> None:
         for order in (2, 1):
             for impl in ("l2l", "ours"):
                 cmd = [py[impl], __file__, "--impl", impl, "--steps", str(steps), "--order", str(order),
-                       "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads)]  # fmt: skip
+                       "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads),
+                       "--precision", a.precision] + (["--channels-last"] if a.channels_last else [])  # fmt: skip
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                 rows.append(json.loads(out.strip().splitlines()[-1]))
                 r = rows[-1]
