@@ -39,7 +39,9 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(os.environ.get("PEERS_PYTHON", REPO.parent / "peers-venv" / "bin" / "python"))
 STRATEGIES = ("naive", "ewc", "replay")
-LIBRARIES = ("ours", "avalanche", "plain", "ours_bf16")  # plain: a minimal hand-written PyTorch loop (Naive only)
+# plain: a minimal hand-written PyTorch loop (Naive only); *_fused: the same with torch.optim.Adam(fused=True)
+LIBRARIES = ("ours", "avalanche", "plain", "ours_bf16", "avalanche_fused", "plain_fused")
+OPTIONAL = {"ours_bf16": "bf16", "avalanche_fused": "peer_fused", "plain_fused": "peer_fused"}
 EWC_LAMBDA, MEMORY, BATCH, LR = 1e4, 500, 128, 1e-3
 
 
@@ -87,7 +89,7 @@ def run_ours(strategy: str, data: dict, epochs: int, seed: int, precision: str =
     return {"times": times, "accuracies": list(accs)}
 
 
-def run_plain(strategy: str, data: dict, epochs: int, seed: int) -> dict[str, object]:
+def run_plain(strategy: str, data: dict, epochs: int, seed: int, fused: bool = False) -> dict[str, object]:
     """Fine-tuning in the fewest lines of PyTorch: the compute floor both libraries are measured against."""
     if strategy != "naive":
         raise ValueError("the plain loop only implements Naive")
@@ -97,7 +99,7 @@ def run_plain(strategy: str, data: dict, epochs: int, seed: int) -> dict[str, ob
     times = []
     for x, y in data["train"]:
         start = time.perf_counter()
-        opt = torch.optim.Adam(model.parameters(), lr=LR)
+        opt = torch.optim.Adam(model.parameters(), lr=LR, fused=fused or None)
         for _ in range(epochs):
             for idx in torch.randperm(len(y)).split(BATCH):
                 opt.zero_grad()
@@ -109,7 +111,7 @@ def run_plain(strategy: str, data: dict, epochs: int, seed: int) -> dict[str, ob
     return {"times": times, "accuracies": accs}
 
 
-def run_avalanche(strategy: str, data: dict, epochs: int, seed: int) -> dict[str, object]:
+def run_avalanche(strategy: str, data: dict, epochs: int, seed: int, fused: bool = False) -> dict[str, object]:
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
     from avalanche.evaluation.metrics import accuracy_metrics
@@ -126,7 +128,7 @@ def run_avalanche(strategy: str, data: dict, epochs: int, seed: int) -> dict[str
     model = mlp()
     common = {
         "model": model,
-        "optimizer": torch.optim.Adam(model.parameters(), lr=LR),
+        "optimizer": torch.optim.Adam(model.parameters(), lr=LR, fused=fused or None),
         "criterion": nn.CrossEntropyLoss(),
         "train_mb_size": BATCH,
         "train_epochs": epochs,
@@ -159,6 +161,10 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "ours_bf16":
         print(json.dumps(run_ours(args.strategy, data, args.epochs, args.seed, precision="bf16")))
         return
+    if args.worker.endswith("_fused"):
+        peer = run_avalanche if args.worker == "avalanche_fused" else run_plain
+        print(json.dumps(peer(args.strategy, data, args.epochs, args.seed, fused=True)))
+        return
     run = {"ours": run_ours, "avalanche": run_avalanche, "plain": run_plain}[args.worker]
     print(json.dumps(run(args.strategy, data, args.epochs, args.seed)))
 
@@ -171,6 +177,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true", help="also time ours with TrainConfig(precision='bf16')")
+    p.add_argument("--peer-fused", action="store_true", help="also time Avalanche and plain with fused Adam")
     p.add_argument("--worker", choices=LIBRARIES)
     p.add_argument("--strategy", choices=STRATEGIES)
     p.add_argument("--data")
@@ -195,12 +202,12 @@ def main() -> None:
         data_file = Path(tmp) / "split_mnist.pt"
         info = export_stream(data_file)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO / "src")}
-        libs = [lib for lib in LIBRARIES if lib != "ours_bf16" or args.bf16]
-        jobs = [(st, lib) for st in STRATEGIES for lib in libs if lib != "plain" or st == "naive"]
+        libs = [lib for lib in LIBRARIES if lib not in OPTIONAL or getattr(args, OPTIONAL[lib])]
+        jobs = [(st, lib) for st in STRATEGIES for lib in libs if not lib.startswith("plain") or st == "naive"]
         runs: dict[tuple[str, str], list[dict]] = {job: [] for job in jobs}
         for r in range(args.repeats):  # interleaved, so that background load spreads over every configuration
             for strategy, lib in jobs:
-                python = str(PEERS) if lib == "avalanche" else sys.executable
+                python = str(PEERS) if lib.startswith("avalanche") else sys.executable
                 cmd = [python, __file__, "--worker", lib, "--strategy", strategy, "--data", str(data_file)]
                 cmd += ["--epochs", str(args.epochs), "--threads", str(args.threads), "--seed", str(args.seed)]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env)  # a fresh process per run
@@ -235,6 +242,13 @@ def main() -> None:
             f"| {strategy} | {ours['s_per_experience_median']:.3f} | {aval['s_per_experience_median']:.3f} | {plain} | "
             f"{ratio[strategy]:.2f} | {acc} |"
         )
+        if "avalanche_fused" in cell:
+            c = cell["avalanche_fused"]
+            print(f"| {strategy} (Avalanche with fused Adam) | | {c['s_per_experience_median']:.3f} | | | | "
+                  f"{100 * c['final_mean_accuracy']:.2f}% |")  # fmt: skip
+        if "plain_fused" in cell:
+            c = cell["plain_fused"]
+            print(f"| {strategy} (plain with fused Adam) | | | {c['s_per_experience_median']:.3f} | | | |")
         if "ours_bf16" in cell:
             b = cell["ours_bf16"]
             ratio[strategy + "_bf16"] = b["s_per_experience_median"] / aval["s_per_experience_median"]

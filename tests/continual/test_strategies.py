@@ -197,3 +197,28 @@ def test_bf16_precision_is_an_autocast_training_step_and_prediction_stays_fp32(t
     out = strategy.predict(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, strategy.model(x), rtol=0, atol=0)
+
+
+def test_adam_is_torch_adam_fused_and_matches_the_for_each_adam(two_tasks):
+    x, y = two_tasks[0]
+    n = x.shape[0]
+    strategy = Naive(mlp(seed=0), config=TrainConfig(iterations=5, batch_size=n, lr=1e-2), seed=2)
+    strategy.learn_task(x, y)
+    refs = []
+    for fused in (True, False):
+        ref = mlp(seed=0)
+        opt = torch.optim.Adam(ref.parameters(), lr=1e-2, fused=fused)
+        g = torch.Generator().manual_seed(2)
+        for _ in range(5):
+            idx = torch.randperm(n, generator=g)
+            opt.zero_grad()
+            logits = ref(x[idx])
+            seen = torch.unique(y)  # the strategy masks units of classes not seen yet
+            masked = torch.full_like(logits, float("-inf"))
+            masked[:, seen] = logits[:, seen]
+            nn.functional.cross_entropy(masked, y[idx]).backward()
+            opt.step()
+        refs.append(weights(ref))
+    for a, fused, plain in zip(weights(strategy.model), *refs, strict=True):
+        assert torch.equal(a, fused)
+        torch.testing.assert_close(a, plain, rtol=0, atol=1e-6)

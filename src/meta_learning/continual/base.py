@@ -147,12 +147,21 @@ def _check_task_tensors(name: str, data: Any, labels: Any) -> tuple[Tensor, Tens
 
 
 def make_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``config`` names over ``params``."""
+    """The optimizer ``config`` names over ``params``.
+
+    Adam runs torch's fused kernel where it can (floating-point parameters on a CPU or CUDA device): one pass over
+    the parameters per step instead of about ten element-wise ones. The update is Adam's, up to float rounding; on
+    the 784-400-400-10 MLP of the continual benchmarks the for-each Adam step was half of all training time on one
+    CPU thread, and the fused one made a Split MNIST experience ~1.6x faster (benchmarks/RESULTS.md).
+    """
     params = list(params)
     if not params:
         raise ValueError("the model has no trainable parameters for this task")
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.Adam(
+            params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay, fused=fused or None
+        )
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
