@@ -196,8 +196,9 @@ def forgetting_rate(matrix: Sequence[Sequence[float]] | Tensor | Any) -> dict[st
     """The forgetting-rate record of a finished stream: its accuracy matrix, average forgetting and BWT.
 
     With ``R [T, T]`` as above: ``average_forgetting = (1/(T-1)) sum_{j<T-1} max_{l<T-1} R[l, j] - R[T-1, j]``
-    (Chaudhry et al. 2018; >= 0, higher is worse) and ``bwt = (1/(T-1)) sum_{i<T-1} R[T-1, i] - R[i, i]``
-    (Lopez-Paz & Ranzato 2017; negative when the model forgets); both 0 for a single experience.
+    (Chaudhry et al. 2018; higher is worse; negative when old tasks end above their best earlier accuracy) and
+    ``bwt = (1/(T-1)) sum_{i<T-1} R[T-1, i] - R[i, i]`` (Lopez-Paz & Ranzato 2017; negative when the model
+    forgets); both 0 for a single experience.
 
     Args:
         matrix: ``R`` as nested lists or a tensor, or anything with an ``accuracy_matrix`` attribute (the
