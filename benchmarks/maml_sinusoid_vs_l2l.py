@@ -61,6 +61,7 @@ def neutral_mse(model: nn.Module, shots: int) -> dict[str, list[float]]:
 
 def worker(impl: str, iterations: int, shots: int) -> dict:
     from meta_learning import Sinusoid
+    from meta_learning.metrics import mse_from_episodes
 
     torch.set_num_threads(1)
     model = mlp()
@@ -90,10 +91,10 @@ def worker(impl: str, iterations: int, shots: int) -> dict:
     for _ in range(iterations):
         step([stream.sample() for _ in range(META_BATCH)])
     seconds = time.perf_counter() - start
-    mse = neutral_mse(model, shots)
+    summaries = {k: mse_from_episodes(v) for k, v in neutral_mse(model, shots).items()}
     return {"impl": impl, "iterations": iterations, "shots": shots, "s_per_iteration": seconds / iterations,
-            "mse": {k: sum(v) / len(v) for k, v in mse.items()},
-            "mse_ci95": {k: 1.96 * torch.tensor(v).std().item() / len(v) ** 0.5 for k, v in mse.items()}}  # fmt: skip
+            "mse": {k: m.mean for k, m in summaries.items()},
+            "mse_ci95": {k: m.ci95 for k, m in summaries.items()}}  # fmt: skip
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from meta_learning.metrics import (
     cost_summary,
     count_flops,
     forgetting_rate,
+    mse_from_episodes,
     parameter_efficiency,
     steps_to_threshold,
     transfer_accuracy,
@@ -341,3 +342,10 @@ def test_results_json_carries_the_metrics_section(image_folder, tmp_path, learne
     after = rebuilt.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert isinstance(rebuilt.model if learner == "maml" else rebuilt.encoder, Conv4)
+
+
+def test_mse_summary_counts_diverged_episodes_and_never_hides_them():
+    m = mse_from_episodes([1.0, float("nan"), float("inf"), 3.0])
+    assert m.n == 4 and m.non_finite == 2 and not math.isfinite(m.mean)
+    clean = mse_from_episodes([1.0, 3.0])
+    assert clean.non_finite == 0 and clean.mean == 2.0 and clean.to_dict()["non_finite"] == 0

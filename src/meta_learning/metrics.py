@@ -57,7 +57,13 @@ class Accuracy(MeanCI):
 
 @dataclass(frozen=True)
 class MeanSquaredError(MeanCI):
-    """Mean over ``n`` regression episodes of the query mean-squared error, with its 95% half-width."""
+    """Mean over ``n`` regression episodes of the query mean-squared error, with its 95% half-width.
+
+    ``non_finite``: how many of the ``n`` episodes had a NaN or infinite error (adaptation diverged); the mean is
+    then not finite either: it is never taken over the finite episodes only.
+    """
+
+    non_finite: int = 0
 
 
 def mean_ci95(values: Sequence[float] | Tensor) -> tuple[float, float]:
@@ -81,7 +87,8 @@ def accuracy_from_episodes(per_episode: Sequence[float] | Tensor) -> Accuracy:
 def mse_from_episodes(per_episode: Sequence[float] | Tensor) -> MeanSquaredError:
     """Summarise per-episode mean-squared errors as a :class:`MeanSquaredError`."""
     mean, ci = mean_ci95(per_episode)
-    return MeanSquaredError(mean=mean, ci95=ci, n=len(per_episode))
+    bad = int((~torch.isfinite(torch.as_tensor(per_episode, dtype=torch.float64))).sum())
+    return MeanSquaredError(mean=mean, ci95=ci, n=len(per_episode), non_finite=bad)
 
 
 def accuracy(logits: Tensor, labels: Tensor) -> float:

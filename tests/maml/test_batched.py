@@ -75,7 +75,7 @@ def test_stacked_path_is_the_default_for_plain_mlps_only_and_the_loop_elsewhere(
     assert MAML(mlp())._batched_kind(tasks(n=1)) is None
     assert MAML(mlp())._batched_kind([*tasks(n=2), tasks(k=3)[0]]) is None  # unequal shapes: the loop
     # not plain MLPs: a Conv4 (BatchNorm), a Sequential with Dropout or LayerNorm, a subclassed activation
-    assert not MAML(Conv4(1, 4, num_classes=3)).uses_batched_path([])
+    assert MAML(Conv4(1, 4, num_classes=3))._chain is None  # not recognised as an MLP at all
     conv_tasks = [Episode(torch.randn(3, 1, 28, 28), torch.arange(3), torch.randn(3, 1, 28, 28), torch.arange(3))] * 2
     assert MAML(Conv4(1, 4, num_classes=3))._batched_kind(conv_tasks) is None
 

@@ -29,16 +29,30 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 StepSize = float | Mapping[str, float | Tensor]
 
 
+def check_regression_shapes(outputs: Tensor, targets: Tensor) -> None:
+    """Refuse float targets not shaped like the outputs (``mse_loss`` would broadcast ``[K]`` against ``[K, C]``)."""
+    if targets.shape != outputs.shape:
+        raise ValueError(
+            f"float targets (support_y/query_y, regression) have shape {tuple(targets.shape)} but the model's "
+            f"outputs {tuple(outputs.shape)}; give targets shaped like the outputs, or integer class labels"
+        )
+
+
 def default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     """Cross-entropy for integer labels, mean-squared error for float targets."""
     if torch.is_floating_point(targets):
-        if targets.shape != outputs.shape:  # mse_loss would broadcast [K] against [K, C]: silently wrong
-            raise ValueError(
-                f"float targets (support_y/query_y, regression) have shape {tuple(targets.shape)} but the model's "
-                f"outputs {tuple(outputs.shape)}; give targets shaped like the outputs, or integer class labels"
-            )
+        check_regression_shapes(outputs, targets)
         return nn.functional.mse_loss(outputs, targets)
     return nn.functional.cross_entropy(outputs, targets)
+
+
+def gradient_step(current: Params, grads: Mapping[str, Tensor], alpha: StepSize) -> Params:
+    """One inner step: ``p[n] - alpha_n * grads[n]`` for every name in ``grads``, the other names unchanged."""
+    updated = dict(current)
+    for k, g in grads.items():
+        a = alpha if isinstance(alpha, (int, float)) else alpha[k]
+        updated[k] = current[k] - a * g
+    return updated
 
 
 def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
@@ -95,12 +109,7 @@ def inner_loop(
             before_forward(s)
         grads = grad(support_loss)(point, buffers)
         alpha = step_size(s) if callable(step_size) else step_size
-        updated = dict(current)
-        for k in names:
-            g = grads[k].detach() if first_order else grads[k]
-            a = alpha if isinstance(alpha, (int, float)) else alpha[k]
-            updated[k] = current[k] - a * g
-        current = updated
+        current = gradient_step(current, {k: grads[k].detach() if first_order else grads[k] for k in names}, alpha)
         trajectory.append(current)
     return trajectory
 

@@ -39,7 +39,7 @@ from meta_learning.maml.functional import (
     inner_loop,
     resolve_inner_names,
 )
-from meta_learning.maml.stacked import LinearChain, stacked_task_losses
+from meta_learning.maml.stacked import LinearChain, per_task_losses, stacked_inner_loop
 from meta_learning.metrics import Accuracy, MeanSquaredError, accuracy, accuracy_from_episodes, mse_from_episodes
 from meta_learning.training.loop import History, StepOutput, fit
 
@@ -285,13 +285,28 @@ class MAML(nn.Module):
         """The inner loop on the support set, then the (multi-step) query loss and the final query outputs."""
         buffers = self._cloned_buffers()
         trajectory = self.adapt_params(sx, sy, buffers=buffers)
+        return self._query_loss(
+            trajectory, lambda p, s: self._query_forward(p, buffers, qx, s), lambda out: self.loss_fn(out, qy)
+        )
+
+    def _query_loss(
+        self,
+        trajectory: list[Params],
+        query_out: Callable[[Params, int], Tensor],
+        loss_of: Callable[[Tensor], Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        """Query loss over an inner-loop trajectory (MAML++ multi-step loss when enabled) and the final outputs.
+
+        ``query_out(p, s)``: query outputs with the parameters ``p`` after step ``s``; ``loss_of(outputs)``: their
+        loss, a scalar (one task) or one per task (the stacked path).
+        """
         if self.multi_step_loss and len(trajectory) > 1:
             weights = self.msl_weights(len(trajectory) - 1).tolist()
-            outs = [self._query_forward(p, buffers, qx, s + 1) for s, p in enumerate(trajectory[1:])]
-            loss = torch.stack([w * self.loss_fn(o, qy) for w, o in zip(weights, outs, strict=True)]).sum()
+            outs = [query_out(p, s + 1) for s, p in enumerate(trajectory[1:])]
+            loss = torch.stack([w * loss_of(o) for w, o in zip(weights, outs, strict=True)]).sum(0)
             return loss, outs[-1]
-        out = self._query_forward(trajectory[-1], buffers, qx, len(trajectory) - 1)
-        return self.loss_fn(out, qy), out
+        out = query_out(trajectory[-1], len(trajectory) - 1)
+        return loss_of(out), out
 
     def uses_batched_path(self, episodes: list[Episode]) -> bool:
         """Whether this meta-batch (this rank's share) runs as one batched computation (stacked or vmap)."""
@@ -305,23 +320,27 @@ class MAML(nn.Module):
             if self.batch_tasks is True:
                 raise ValueError("batch_tasks=True needs the tasks of a meta-batch to have equal shapes")
             return None
-        if self._chain is not None and not self._per_step_bn:
+        if self._chain is not None:  # a LinearChain has no norm layers, so no per-step BatchNorm either
             first = episodes[0]
-            shapes_ok = all(self._chain.inputs(x[None]) is not None for x in (first.support_x, first.query_x))
-            if shapes_ok:
+            if all(self._chain.inputs(x[None]) is not None for x in (first.support_x, first.query_x)):
                 return "stacked"
         return "vmap" if self.batch_tasks is True else None
 
     def _stacked_losses(self, episodes: list[Episode]) -> tuple[Tensor, Tensor, Tensor]:
-        assert self._chain is not None
+        """Per-task query losses ``[T]``, query outputs and targets of the stacked path (:mod:`.stacked`)."""
+        chain = self._chain
+        assert chain is not None
         sx, sy, qx, qy = stack_episodes(episodes)
-        steps = self.num_inner_steps
-        weights = self.msl_weights(steps).tolist() if self.multi_step_loss and steps > 0 else None
-        losses, outs = stacked_task_losses(
-            self._chain, dict(self.model.named_parameters()), sx, sy, qx, qy,
-            num_steps=steps, step_size=self.step_size, inner_names=self.inner_names,
-            first_order=self._first_order_now(), loss_fn=self.loss_fn, step_weights=weights,
+        support, query = chain.inputs(sx), chain.inputs(qx)
+        assert support is not None and query is not None  # checked by _batched_kind
+        trajectory = stacked_inner_loop(
+            chain, dict(self.model.named_parameters()), support, sy,
+            num_steps=self.num_inner_steps, step_size=self.step_size, inner_names=self.inner_names,
+            first_order=self._first_order_now(), loss_fn=self.loss_fn,
         )  # fmt: skip
+        losses, outs = self._query_loss(
+            trajectory, lambda p, s: chain.forward(p, query), lambda out: per_task_losses(self.loss_fn, out, qy)
+        )
         return losses, outs, qy
 
     def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:

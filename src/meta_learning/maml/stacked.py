@@ -6,7 +6,7 @@ turns ``T`` small matrix products into one ``baddbmm`` and ``T`` graphs into one
 per-operation dispatch that dominates small models on a CPU. Tasks do not interact: row ``t`` of the gradient of
 ``sum_t L_t`` w.r.t. the stacked parameters is task ``t``'s own gradient, and the gradient through ``expand`` sums the
 tasks' meta-gradients into ``theta``. The result is the per-task loop's up to floating-point summation order
-(``tests/maml/test_stacked.py``: float64, second and first order, ANIL, Meta-SGD, MAML++ per-step rates and
+(``tests/maml/test_batched.py``: float64, second and first order, ANIL, Meta-SGD, MAML++ per-step rates and
 multi-step loss, classification and regression).
 
 Unlike :mod:`meta_learning.maml.batched` (``torch.func.vmap``, any proven layer) this is plain autograd on batched
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meta_learning.maml.functional import LossFn, Params, default_loss
+from meta_learning.maml.functional import LossFn, Params, StepSize, check_regression_shapes, default_loss, gradient_step
 
 # Activations applied element-wise, so a leading task dimension passes through them unchanged (exact types only:
 # a subclass may override forward).
@@ -85,68 +85,41 @@ def per_task_losses(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> Tensor
     if loss_fn is not default_loss:
         return torch.stack([loss_fn(o, y) for o, y in zip(outputs, targets, strict=True)])
     if torch.is_floating_point(targets):
-        default_loss(outputs[0], targets[0])  # the shape check and its error message
+        check_regression_shapes(outputs, targets)
         return (outputs - targets).pow(2).flatten(1).mean(1)
     t, n = targets.shape[:2]
     losses = F.cross_entropy(outputs.flatten(0, 1), targets.flatten(0, 1), reduction="none")
     return losses.view(t, n, *losses.shape[1:]).flatten(1).mean(1)
 
 
-def stacked_task_losses(
+def stacked_inner_loop(
     chain: LinearChain,
     theta: Params,
-    sx: Tensor,
-    sy: Tensor,
-    qx: Tensor,
-    qy: Tensor,
+    x: Tensor,
+    y: Tensor,
     *,
     num_steps: int,
-    step_size: Callable[[int], float | Mapping[str, Tensor]],
+    step_size: Callable[[int], StepSize],
     inner_names: Sequence[str],
     first_order: bool,
     loss_fn: LossFn,
-    step_weights: Sequence[float] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """The inner loop and query loss of every task at once.
+) -> list[Params]:
+    """:func:`~meta_learning.maml.functional.inner_loop` for every task at once: ``[p_0, ..., p_S]`` with each
+    parameter stacked to ``[T, ...]`` (``p_0`` = ``theta`` expanded, no copy).
 
-    Args:
-        chain: the recognised model.
-        theta: the meta-parameters (unstacked).
-        sx, sy, qx, qy: support and query sets stacked on a leading task dimension ``T``.
-        num_steps, step_size, inner_names, first_order, loss_fn: as in
-            :func:`~meta_learning.maml.functional.inner_loop`.
-        step_weights: MAML++ multi-step loss weights (one per step), or ``None`` for the final query loss only.
-
-    Returns:
-        Per-task query losses ``[T]`` (differentiable w.r.t. ``theta`` and learned step sizes) and the final query
-        outputs ``[T, Q, out]``.
+    ``x``, ``y``: the support sets stacked on a leading task dimension, ``x`` already as :meth:`LinearChain.inputs`
+    returns it. The other arguments are :func:`~meta_learning.maml.functional.inner_loop`'s.
     """
-    sxx, qxx = chain.inputs(sx), chain.inputs(qx)
-    if sxx is None or qxx is None:
-        raise ValueError("stacked tasks need inputs of shape [T, N, D] (or [T, N, ...] for MLP)")
-    n_tasks = sxx.shape[0]
-    names = set(inner_names)
+    n_tasks = x.shape[0]
     current = {k: v.expand(n_tasks, *v.shape) for k, v in theta.items()}
-    query_losses: list[Tensor] = []
-    out = None
+    wanted = set(inner_names)
+    names = [k for k in current if k in wanted]
+    trajectory = [current]
     for s in range(num_steps):
         # First order: the inner gradient is a constant, taken at detached parameters (no graph back to theta).
-        point = {k: v.detach().requires_grad_(k in names) for k, v in current.items()} if first_order else current
-        support = per_task_losses(loss_fn, chain.forward(point, sxx), sy).sum()
-        keys = [k for k in current if k in names]
-        grads = torch.autograd.grad(support, [point[k] for k in keys], create_graph=not first_order)
-        alpha = step_size(s)
-        updated = dict(current)
-        for k, g in zip(keys, grads, strict=True):
-            a = alpha if isinstance(alpha, (int, float)) else alpha[k]
-            updated[k] = current[k] - a * g
-        current = updated
-        if step_weights is not None and s < num_steps - 1:
-            out = chain.forward(current, qxx)
-            query_losses.append(step_weights[s] * per_task_losses(loss_fn, out, qy))
-    out = chain.forward(current, qxx)
-    final = per_task_losses(loss_fn, out, qy)
-    if step_weights is not None and num_steps > 0:
-        final = step_weights[num_steps - 1] * final
-    losses = torch.stack([*query_losses, final]).sum(0) if query_losses else final
-    return losses, out
+        point = {k: v.detach().requires_grad_(k in wanted) for k, v in current.items()} if first_order else current
+        support = per_task_losses(loss_fn, chain.forward(point, x), y).sum()
+        grads = torch.autograd.grad(support, [point[k] for k in names], create_graph=not first_order)
+        current = gradient_step(current, dict(zip(names, grads, strict=True)), step_size(s))
+        trajectory.append(current)
+    return trajectory
