@@ -69,6 +69,21 @@ def test_maximize_acquisition_finds_a_known_optimum_in_a_mixed_space():
     assert cfg["a"] == pytest.approx(0.31, abs=1e-4) and cfg["b"] == pytest.approx(0.77, abs=1e-4)
 
 
+@pytest.mark.parametrize("lengthscales", [None, [0.05, 1.0, 1.0, 1.0, 3.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+def test_preconditioned_search_finds_the_same_optimum(lengthscales):
+    space = SearchSpace({"a": Float(0, 1), "c": Categorical(("x", "y", "z")), "b": Float(0, 1)})
+
+    def acq(x):  # anisotropic: sharp along a, flat along b; optimum at a=0.31, b=0.77 (interior), c free
+        return -400 * (x[:, 0] - 0.31) ** 2 - 0.05 * (x[:, 4] - 0.77) ** 2
+
+    ls = None if lengthscales is None else torch.tensor(lengthscales, dtype=F64)
+    best = maximize_acquisition(acq, space, generator=torch.Generator().manual_seed(1), num_candidates=64,
+                                lengthscales=ls)  # fmt: skip
+    assert float(best[0]) == pytest.approx(0.31, abs=1e-5) and float(best[4]) == pytest.approx(0.77, abs=2e-3)
+    # the preconditioned search stays inside the box even when 1/ℓ bounds are far from 1
+    assert float(best.min()) >= 0.0 and float(best.max()) <= 1.0
+
+
 def test_categorical_only_space_uses_coordinate_search():
     space = SearchSpace({f"op{i}": Categorical(("conv", "pool", "skip", "none")) for i in range(6)})
     target = torch.tensor([2, 0, 3, 1, 1, 2])

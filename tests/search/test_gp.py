@@ -9,7 +9,14 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from meta_learning.search.gp import GaussianProcess, GPPrior, fit_gp, log_marginal_likelihood, standardize
+from meta_learning.search.gp import (
+    GaussianProcess,
+    GPPrior,
+    fit_gp,
+    log_marginal_likelihood,
+    log_marginal_likelihood_and_grad,
+    standardize,
+)
 
 F64 = torch.float64
 
@@ -59,6 +66,29 @@ def test_log_marginal_likelihood_matches_scipy():
     assert float(log_marginal_likelihood(theta, x, y)) == pytest.approx(ref, rel=1e-10)
 
 
+@pytest.mark.parametrize("d", [1, 3, 6])
+def test_closed_form_gradient_matches_autograd(d):
+    g = torch.Generator().manual_seed(d)
+    x = torch.rand(15, d, generator=g, dtype=F64)
+    x[3] = x[2]  # a repeated point: r = 0 on an off-diagonal entry
+    y = torch.randn(15, generator=g, dtype=F64)
+    for _ in range(3):
+        theta = torch.cat([0.7 * torch.randn(d, generator=g, dtype=F64) - 0.5,
+                           torch.randn(2, generator=g, dtype=F64) - torch.tensor([0.0, 3.0], dtype=F64)])  # fmt: skip
+        t = theta.clone().requires_grad_(True)
+        value = log_marginal_likelihood(t, x, y)
+        (ref,) = torch.autograd.grad(value, t)
+        got_value, got = log_marginal_likelihood_and_grad(theta, x, y)
+        assert got_value == pytest.approx(float(value), rel=1e-12)
+        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+        prior = GPPrior()
+        t = theta.clone().requires_grad_(True)
+        (ref_prior,) = torch.autograd.grad(prior.log_prob(t), t)
+        lp, lp_grad = prior.log_prob_and_grad(theta)
+        assert lp == pytest.approx(float(prior.log_prob(theta)), rel=1e-12)
+        torch.testing.assert_close(lp_grad, ref_prior, rtol=1e-12, atol=1e-12)
+
+
 def test_leave_one_out_matches_refitting_without_the_point():
     x, y, theta = data(n=9)
     theta[:3] = theta[:3].log()
@@ -94,7 +124,7 @@ def test_fit_finds_the_map_and_relevant_dimensions():
         return float(log_marginal_likelihood(t, x, y) + prior.log_prob(t))
 
     # the optimum beats the prior median and random perturbations of itself
-    assert log_post(gp.theta) > log_post(prior.loc(2))
+    assert log_post(gp.theta) > log_post(prior.mode(2))
     for _ in range(10):
         assert log_post(gp.theta) >= log_post(gp.theta + 0.05 * torch.randn(4, generator=g, dtype=F64)) - 1e-6
     assert gp.lengthscale[1] > 5 * gp.lengthscale[0]

@@ -91,13 +91,17 @@ def study_of(fn, seed):
 def test_related_study_speeds_up_and_unrelated_study_does_not_hurt_much():
     related_study = study_of(lambda p: 3 * bowl({"x": p["x"] + 0.03, "y": p["y"] - 0.02}) + 1, 0)
     unrelated_study = study_of(lambda p: -bowl(p), 1)
-    for seed in range(3):
+    colds, bads = [], []
+    for seed in range(6):
         cold, _ = trials_to_reach(None, seed, 12)
         warm, _ = trials_to_reach(related_study, seed, 12)
         bad, bo_bad = trials_to_reach(unrelated_study, seed, 12)
         assert warm <= 5 and warm < cold, (seed, warm, cold)
-        assert bad <= cold + 3, (seed, bad, cold)  # an unrelated study costs a few trials at most
-        assert bo_bad.warm_start_weights[0] == 0.0  # and is switched off by weight-dilution prevention
+        assert bo_bad.warm_start_weights[0] == 0.0  # the unrelated study is switched off by weight-dilution prevention
+        colds.append(cold)
+        bads.append(bad)
+    # an unrelated study costs at most about a trial on average (single seeds vary by several trials either way)
+    assert sum(bads) / len(bads) <= sum(colds) / len(colds) + 1.0, (bads, colds)
 
 
 def test_warm_start_from_a_named_study_in_the_same_storage(tmp_path):

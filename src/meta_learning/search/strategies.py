@@ -35,7 +35,7 @@ from torch import Tensor
 
 from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
 from meta_learning.search.acquisition import log_expected_improvement, maximize_acquisition, upper_confidence_bound
-from meta_learning.search.gp import GaussianProcess, fit_gp, standardize
+from meta_learning.search.gp import GaussianProcess, GPPrior, fit_gp, standardize
 from meta_learning.search.space import Float, Int, Param, SearchSpace
 from meta_learning.search.warm_start import RGPE, PriorData, rgpe_weights
 
@@ -156,7 +156,9 @@ class GPStrategy(SpaceSampler):
         constant_liar: the value imputed at pending trials: ``"mean"``, ``"best"`` or ``"worst"``.
         warm_start: earlier studies' data (see :func:`meta_learning.search.optimizer.prior_data`).
         num_candidates, num_starts: acquisition optimisation effort.
-        num_gp_restarts: random restarts of the hyperparameter fit (besides the previous optimum and the prior).
+        num_gp_restarts: random restarts of the hyperparameter fit (besides the previous optimum and the prior
+            mode), made at the first fit and at every 10th observation; the fits in between start from the
+            previous optimum only.
 
     Example:
         >>> sampler = GPStrategy({"x": (-5.0, 5.0)}, seed=0)
@@ -196,7 +198,9 @@ class GPStrategy(SpaceSampler):
         self.num_starts = check_positive_int("num_starts", num_starts)
         self.num_gp_restarts = check_non_negative_int("num_gp_restarts", num_gp_restarts)
         self.num_rgpe_samples = check_positive_int("num_rgpe_samples", num_rgpe_samples)
+        self.gp_prior = GPPrior(categorical_columns=tuple(c for g in self.space.categorical_groups for c in g))
         self._theta: Tensor | None = None  # last fitted hyperparameters: one of the fitting starts
+        self._lengthscale: Tensor | None = None
         self._base: list[GaussianProcess] | None = None  # earlier studies' GPs, fitted once
 
     def __getstate__(self) -> dict[str, Any]:
@@ -207,7 +211,8 @@ class GPStrategy(SpaceSampler):
     def _base_models(self) -> list[GaussianProcess]:
         if self._base is None:
             gen = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
-            self._base = [fit_gp(d.x, standardize(d.y)[0], generator=gen, num_restarts=self.num_gp_restarts)
+            self._base = [fit_gp(d.x, standardize(d.y)[0], generator=gen, prior=self.gp_prior,
+                                 num_restarts=self.num_gp_restarts)
                           for d in self.warm_start if d.x.shape[0] > 0]  # fmt: skip
         return self._base
 
@@ -216,9 +221,21 @@ class GPStrategy(SpaceSampler):
     ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]], float, Tensor | None]:
         """``(posterior, incumbent, rgpe_weights)`` for standardised observations ``y [n]`` (maximised)."""
         y_std, _, _ = standardize(y)
-        gp = fit_gp(x, y_std, generator=generator, init=self._theta, num_restarts=self.num_gp_restarts)
+        # the prior mode and random restarts at the first fit and at every 10th observation; in between, only the
+        # previous optimum (the posterior moves little when one point is added; Optuna's GPSampler does the same)
+        full = self._theta is None or x.shape[0] % 10 == 0
+        gp = fit_gp(
+            x,
+            y_std,
+            generator=generator,
+            prior=self.gp_prior,
+            init=self._theta,
+            num_restarts=self.num_gp_restarts if full else 0,
+            include_mode=full,
+        )
         if x.shape[0] >= 2:
             self._theta = gp.theta
+        self._lengthscale = gp.lengthscale  # preconditions the acquisition search
         best = float(y_std.max()) if y_std.numel() else 0.0
         if x_pending.shape[0]:
             lie = {"mean": 0.0, "best": best, "worst": float(y_std.min()) if y_std.numel() else 0.0}
@@ -252,7 +269,8 @@ class GPStrategy(SpaceSampler):
             acq = lambda xq: upper_confidence_bound(*posterior(xq), self.ucb_beta)  # noqa: E731
         incumbents = x[torch.argsort(y, descending=True)[:5]] if y.numel() else None
         point = maximize_acquisition(acq, self.space, generator=generator, incumbents=incumbents,
-                                     num_candidates=self.num_candidates, num_starts=self.num_starts)  # fmt: skip
+                                     num_candidates=self.num_candidates, num_starts=self.num_starts,
+                                     lengthscales=self._lengthscale)  # fmt: skip
         return self.space.decode(point.unsqueeze(0))[0]
 
 
