@@ -40,7 +40,13 @@ class ANIL(MAML):
 
 
 class MetaSGD(MAML):
-    """Meta-SGD: MAML with a learned step size per parameter entry (initialised to ``lr_inner``)."""
+    """Meta-SGD: MAML with a learned step size per parameter entry (initialised to ``lr_inner``).
+
+    The learned rates are tuned for the number of inner steps used in meta-training. Adapting with more steps at
+    test time can diverge: trained with one step on sinusoid regression, ten steps at the learned rates gave a
+    non-finite loss on 25-41% of 1,000 test tasks (benchmarks/RESULTS.md). Train with the step count you will adapt
+    with, or pass a smaller ``num_steps`` to :meth:`adapt`.
+    """
 
     def __init__(self, model: nn.Module, **kwargs: Any) -> None:
         if "learn_inner_lr" in kwargs:
