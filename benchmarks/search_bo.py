@@ -127,6 +127,7 @@ def initial_design(fn_name: str, seed: int, n: int = N_INIT) -> list[dict[str, A
     """The seed's ``n`` uniformly random start points, the same for every method (common random numbers: the
     methods differ only in what they do after the start, and a lucky or unlucky start is shared)."""
     space = FUNCTIONS[fn_name][1]
+    # trial numbers from 10,000 on: generators no sampler of ours draws from in a 100-trial run
     return [space.sample(trial_generator(seed, 10_000 + i)) for i in range(n)]
 
 

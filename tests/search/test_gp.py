@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import multivariate_normal
+from scipy.stats import gamma as gamma_dist
+from scipy.stats import multivariate_normal, norm
 
 from meta_learning.search.gp import (
     GaussianProcess,
@@ -66,6 +67,16 @@ def test_log_marginal_likelihood_matches_scipy():
     assert float(log_marginal_likelihood(theta, x, y)) == pytest.approx(ref, rel=1e-10)
 
 
+def scipy_log_prior(theta):
+    """GPPrior(categorical_columns=(0,)) with its defaults, from SciPy: column 0 lognormal N(½ log D, 3), the other
+    lengthscales Gamma(3, 6) densities of ℓ = e^θ, log σ_f² ~ N(0, 1), log σ_n² ~ N(-8, 2)."""
+    d = theta.numel() - 2
+    v = theta.tolist()
+    total = norm(0.5 * math.log(d), math.sqrt(3.0)).logpdf(v[0])
+    total += sum(gamma_dist(3.0, scale=1 / 6.0).logpdf(math.exp(t)) for t in v[1:d])
+    return total + norm(0.0, 1.0).logpdf(v[d]) + norm(-8.0, 2.0).logpdf(v[d + 1])
+
+
 @pytest.mark.parametrize("d", [1, 3, 6])
 def test_closed_form_gradient_matches_autograd(d):
     g = torch.Generator().manual_seed(d)
@@ -81,12 +92,16 @@ def test_closed_form_gradient_matches_autograd(d):
         got_value, got = log_marginal_likelihood_and_grad(theta, x, y)
         assert got_value == pytest.approx(float(value), rel=1e-12)
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
-        prior = GPPrior()
+        prior = GPPrior(categorical_columns=(0,))  # one lognormal lengthscale, the others Gamma
         t = theta.clone().requires_grad_(True)
         (ref_prior,) = torch.autograd.grad(prior.log_prob(t), t)
         lp, lp_grad = prior.log_prob_and_grad(theta)
-        assert lp == pytest.approx(float(prior.log_prob(theta)), rel=1e-12)
         torch.testing.assert_close(lp_grad, ref_prior, rtol=1e-12, atol=1e-12)
+        # the value against SciPy's densities (log p(θ) is defined up to a constant: compare with θ = 0)
+        zero = torch.zeros_like(theta)
+        assert lp - prior.log_prob_and_grad(zero)[0] == pytest.approx(
+            scipy_log_prior(theta) - scipy_log_prior(zero), rel=1e-9, abs=1e-9
+        )
 
 
 def test_leave_one_out_matches_refitting_without_the_point():

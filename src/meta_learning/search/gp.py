@@ -107,27 +107,31 @@ class GPPrior:
         return torch.where(mask, -0.5 * z * z, gamma).sum(-1)
 
     def log_prob_and_grad(self, theta: Tensor) -> tuple[float, Tensor]:
-        """``log p(θ)`` (up to a constant) and its gradient, in closed form."""
+        """:meth:`log_prob` of a ``θ [D + 2]`` and its gradient in closed form (normal: ``-(θ - loc) / scale²``;
+        Gamma in ``ℓ = e^θ``: ``(a - 1) - b e^θ``)."""
         dim = theta.shape[-1] - 2
         mask, loc, scale = self._normal_parts(dim)
-        z = (theta - loc) / scale
         a, b = self.lengthscale_concentration, self.lengthscale_rate
-        e = theta.exp()
-        value = torch.where(mask, -0.5 * z * z, (a - 1.0) * theta - b * e).sum()
-        return float(value), torch.where(mask, -z / scale, (a - 1.0) - b * e)
+        grad = torch.where(mask, -(theta - loc) / (scale * scale), (a - 1.0) - b * theta.exp())
+        return float(self.log_prob(theta)), grad
 
 
 def theta_bounds(dim: int) -> list[tuple[float, float]]:
     return [LOG_LENGTHSCALE_BOUNDS] * dim + [LOG_SIGNAL_BOUNDS, LOG_NOISE_BOUNDS]
 
 
-def matern52(x1: Tensor, x2: Tensor, lengthscale: Tensor, signal_var: Tensor | float) -> Tensor:
-    """Matern-5/2 ARD kernel matrix ``[m, n]`` between ``x1 [m, D]`` and ``x2 [n, D]``."""
+def _scaled_sq_dist(x1: Tensor, x2: Tensor, lengthscale: Tensor) -> tuple[Tensor, Tensor]:
+    """``(r², r) [m, n]``: squared and plain distances between ``x1 / ℓ`` and ``x2 / ℓ``."""
     a, b = x1 / lengthscale, x2 / lengthscale
     # |a - b|² through a matrix product: [m, n] work in the backward pass instead of [m, n, D]
     d2 = ((a * a).sum(-1).unsqueeze(-1) + (b * b).sum(-1).unsqueeze(-2) - 2.0 * a @ b.transpose(-1, -2)).clamp_min(0)
     # the clamp keeps d r / d x finite at r = 0, where the kernel's own derivative in r is 0 anyway
-    r = d2.clamp_min(1e-30).sqrt()
+    return d2, d2.clamp_min(1e-30).sqrt()
+
+
+def matern52(x1: Tensor, x2: Tensor, lengthscale: Tensor, signal_var: Tensor | float) -> Tensor:
+    """Matern-5/2 ARD kernel matrix ``[m, n]`` between ``x1 [m, D]`` and ``x2 [n, D]``."""
+    d2, r = _scaled_sq_dist(x1, x2, lengthscale)
     return signal_var * (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * torch.exp(-SQRT5 * r)
 
 
@@ -156,10 +160,7 @@ def log_marginal_likelihood_and_grad(theta: Tensor, x: Tensor, y: Tensor) -> tup
     n, dim = x.shape
     theta = theta.detach()
     lengthscale, signal, noise = theta[:dim].exp(), theta[dim].exp(), theta[dim + 1].exp()
-    a = x / lengthscale
-    sq = (a * a).sum(-1)
-    d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * a @ a.T).clamp_min(0.0)
-    r = d2.sqrt()
+    d2, r = _scaled_sq_dist(x, x, lengthscale)
     e = torch.exp(-SQRT5 * r)
     k_f = signal * (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * e
     factor = _cholesky(k_f + noise * torch.eye(n, dtype=x.dtype))

@@ -200,7 +200,6 @@ class GPStrategy(SpaceSampler):
         self.num_rgpe_samples = check_positive_int("num_rgpe_samples", num_rgpe_samples)
         self.gp_prior = GPPrior(categorical_columns=tuple(c for g in self.space.categorical_groups for c in g))
         self._theta: Tensor | None = None  # last fitted hyperparameters: one of the fitting starts
-        self._lengthscale: Tensor | None = None
         self._base: list[GaussianProcess] | None = None  # earlier studies' GPs, fitted once
 
     def __getstate__(self) -> dict[str, Any]:
@@ -235,7 +234,6 @@ class GPStrategy(SpaceSampler):
         )
         if x.shape[0] >= 2:
             self._theta = gp.theta
-        self._lengthscale = gp.lengthscale  # preconditions the acquisition search
         best = float(y_std.max()) if y_std.numel() else 0.0
         if x_pending.shape[0]:
             lie = {"mean": 0.0, "best": best, "worst": float(y_std.min()) if y_std.numel() else 0.0}
@@ -268,9 +266,12 @@ class GPStrategy(SpaceSampler):
         else:
             acq = lambda xq: upper_confidence_bound(*posterior(xq), self.ucb_beta)  # noqa: E731
         incumbents = x[torch.argsort(y, descending=True)[:5]] if y.numel() else None
+        # the fitted lengthscales precondition the acquisition search (θ = (log ℓ, log σ_f², log σ_n²); none yet
+        # before the second observation)
+        lengthscales = self._theta[: self.space.dim].exp() if self._theta is not None else None
         point = maximize_acquisition(acq, self.space, generator=generator, incumbents=incumbents,
                                      num_candidates=self.num_candidates, num_starts=self.num_starts,
-                                     lengthscales=self._lengthscale)  # fmt: skip
+                                     lengthscales=lengthscales)  # fmt: skip
         return self.space.decode(point.unsqueeze(0))[0]
 
 
