@@ -90,7 +90,7 @@ def test_closed_form_gradient_matches_autograd(d):
         value = log_marginal_likelihood(t, x, y)
         (ref,) = torch.autograd.grad(value, t)
         got_value, got = log_marginal_likelihood_and_grad(theta, x, y)
-        assert got_value == pytest.approx(float(value), rel=1e-12)
+        assert got_value == pytest.approx(float(value.detach()), rel=1e-12)
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
         prior = GPPrior(categorical_columns=(0,))  # one lognormal lengthscale, the others Gamma
         t = theta.clone().requires_grad_(True)
@@ -102,6 +102,36 @@ def test_closed_form_gradient_matches_autograd(d):
         assert lp - prior.log_prob_and_grad(zero)[0] == pytest.approx(
             scipy_log_prior(theta) - scipy_log_prior(zero), rel=1e-9, abs=1e-9
         )
+
+
+@pytest.mark.parametrize("d", [1, 4])
+def test_posterior_gradient_in_closed_form_matches_autograd(d):
+    g = torch.Generator().manual_seed(10 + d)
+    x = torch.rand(20, d, generator=g, dtype=F64)
+    y = torch.randn(20, generator=g, dtype=F64)
+    theta = torch.cat([torch.full((d,), math.log(0.4), dtype=F64), torch.tensor([0.2, math.log(1e-3)], dtype=F64)])
+    gp = GaussianProcess(x, y, theta)
+    xq = torch.cat([torch.rand(9, d, generator=g, dtype=F64), x[5:6]])  # the last query is an observed point
+    leaf = xq.clone().requires_grad_(True)
+    mean, var = gp.posterior(leaf)
+    (ref_dmean,) = torch.autograd.grad(mean.sum(), leaf)
+    (ref_dvar,) = torch.autograd.grad(gp.posterior(leaf)[1].sum(), leaf)
+    got_mean, got_var, dmean, dvar = gp.posterior_with_grad(xq)
+    torch.testing.assert_close(got_mean, mean.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got_var, var.detach(), rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(dmean, ref_dmean, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(dvar, ref_dvar, rtol=1e-7, atol=1e-8)
+    # the mean's gradient against central differences of the NumPy closed form, independently of torch
+    ls, s2, noise = unpack(theta, d)
+    k_inv_y = np.linalg.solve(matern52_np(x.numpy(), x.numpy(), ls, s2) + noise * np.eye(20), y.numpy())
+    q, h = xq[0].numpy(), 1e-6
+    for j in range(d):
+        e = np.eye(d)[j] * h
+        fd = (matern52_np((q + e)[None], x.numpy(), ls, s2) - matern52_np((q - e)[None], x.numpy(), ls, s2)) @ k_inv_y
+        assert float(dmean[0, j]) == pytest.approx(float(fd[0]) / (2 * h), rel=1e-5, abs=1e-7)
+    # without observations: the prior, flat
+    empty = GaussianProcess(x[:0], y[:0], theta).posterior_with_grad(xq)
+    assert torch.equal(empty[2], torch.zeros_like(xq)) and torch.equal(empty[3], torch.zeros_like(xq))
 
 
 def test_leave_one_out_matches_refitting_without_the_point():

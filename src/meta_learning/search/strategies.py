@@ -34,7 +34,13 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor
 
 from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
-from meta_learning.search.acquisition import log_expected_improvement, maximize_acquisition, upper_confidence_bound
+from meta_learning.search.acquisition import (
+    log_expected_improvement,
+    log_expected_improvement_and_grad,
+    maximize_acquisition,
+    upper_confidence_bound,
+    upper_confidence_bound_and_grad,
+)
 from meta_learning.search.gp import GaussianProcess, GPPrior, fit_gp, standardize
 from meta_learning.search.space import Float, Int, Param, SearchSpace
 from meta_learning.search.warm_start import RGPE, PriorData, rgpe_weights
@@ -217,8 +223,9 @@ class GPStrategy(SpaceSampler):
 
     def surrogate(
         self, x: Tensor, y: Tensor, x_pending: Tensor, generator: torch.Generator
-    ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]], float, Tensor | None]:
-        """``(posterior, incumbent, rgpe_weights)`` for standardised observations ``y [n]`` (maximised)."""
+    ) -> tuple[GaussianProcess | RGPE, float, Tensor | None]:
+        """``(model, incumbent, rgpe_weights)`` for standardised observations ``y [n]`` (maximised); the model has
+        ``posterior`` and ``posterior_with_grad``."""
         y_std, _, _ = standardize(y)
         # the prior mode and random restarts at the first fit and at every 10th observation; in between, only the
         # previous optimum (the posterior moves little when one point is added; Optuna's GPSampler does the same)
@@ -240,7 +247,7 @@ class GPStrategy(SpaceSampler):
             gp = gp.condition_on(x_pending, torch.full((x_pending.shape[0],), lie[self.constant_liar], dtype=F64))
         base = self._base_models()
         if not base:
-            return gp.posterior, best, None
+            return gp, best, None
         weights = rgpe_weights(base, gp, num_samples=self.num_rgpe_samples, generator=generator)
         ensemble = RGPE(base, gp, weights)
         if x.shape[0]:
@@ -249,7 +256,7 @@ class GPStrategy(SpaceSampler):
             # already evaluated and repeat them.
             with torch.no_grad():
                 best = float(ensemble.posterior(x)[0].max())
-        return ensemble.posterior, best, weights
+        return ensemble, best, weights
 
     def propose(self, study: Study, trial: FrozenTrial, generator: torch.Generator) -> dict[str, Any]:
         x, y, x_failed, x_pending = history(study, self.space, exclude=trial.number)
@@ -259,19 +266,21 @@ class GPStrategy(SpaceSampler):
             worst = float(y.min()) if y.numel() else 0.0
             x = torch.cat([x, x_failed])
             y = torch.cat([y, torch.full((x_failed.shape[0],), worst, dtype=F64)])
-        posterior, best, _ = self.surrogate(x, y, x_pending, generator)
+        model, best, _ = self.surrogate(x, y, x_pending, generator)
 
         if self.acquisition == "logei":
-            acq = lambda xq: log_expected_improvement(*posterior(xq), best)  # noqa: E731
+            acq = lambda xq: log_expected_improvement(*model.posterior(xq), best)  # noqa: E731
+            acq_grad = lambda xq: log_expected_improvement_and_grad(*model.posterior_with_grad(xq), best)  # noqa: E731
         else:
-            acq = lambda xq: upper_confidence_bound(*posterior(xq), self.ucb_beta)  # noqa: E731
+            acq = lambda xq: upper_confidence_bound(*model.posterior(xq), self.ucb_beta)  # noqa: E731
+            acq_grad = lambda xq: upper_confidence_bound_and_grad(*model.posterior_with_grad(xq), self.ucb_beta)  # noqa: E731
         incumbents = x[torch.argsort(y, descending=True)[:5]] if y.numel() else None
         # the fitted lengthscales precondition the acquisition search (θ = (log ℓ, log σ_f², log σ_n²); none yet
         # before the second observation)
         lengthscales = self._theta[: self.space.dim].exp() if self._theta is not None else None
         point = maximize_acquisition(acq, self.space, generator=generator, incumbents=incumbents,
                                      num_candidates=self.num_candidates, num_starts=self.num_starts,
-                                     lengthscales=lengthscales)  # fmt: skip
+                                     lengthscales=lengthscales, acq_with_grad=acq_grad, gtol=1e-2)  # fmt: skip
         return self.space.decode(point.unsqueeze(0))[0]
 
 

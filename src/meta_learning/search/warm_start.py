@@ -105,3 +105,14 @@ class RGPE:
                 mean = mean + w * m
                 var = var + w * w * v
         return mean, var.clamp_min(1e-12)
+
+    def posterior_with_grad(self, xq: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Mean, variance ``[m]`` and their gradients ``[m, D]`` (weighted sums of the members')."""
+        mean, var = xq.new_zeros(xq.shape[0], dtype=F64), xq.new_zeros(xq.shape[0], dtype=F64)
+        dmean, dvar = torch.zeros_like(xq, dtype=F64), torch.zeros_like(xq, dtype=F64)
+        for w, gp in zip(self.weights.tolist(), self.models, strict=True):
+            if w > 0:
+                m, v, dm, dv = gp.posterior_with_grad(xq)
+                mean, var = mean + w * m, var + w * w * v
+                dmean, dvar = dmean + w * dm, dvar + w * w * dv
+        return mean, var.clamp_min(1e-12), dmean, dvar.masked_fill((var < 1e-12).unsqueeze(-1), 0.0)
