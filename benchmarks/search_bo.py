@@ -4,7 +4,8 @@ warm start from related and adversarial earlier studies.
 Ours and our random search run in this process; Optuna's samplers run in the peers venv (Optuna 5.x with
 ``greenlet`` so that GPSampler uses its batched L-BFGS-B), in a subprocess per (method, function) on the other
 core, on the same functions and search spaces. Every process runs with one thread. Every method starts from the
-same 10 random points per seed (Optuna's default number of start-up trials), so the comparison is paired.
+same 10 random points per seed (Optuna's default number of start-up trials), so the comparison is paired. Time per
+suggestion: both libraries in fresh one-thread processes, alternating for ``--timing-rounds`` rounds.
 
 Usage:
     python benchmarks/search_bo.py --fast                       # smoke run: 1 seed, budget 12
@@ -184,8 +185,8 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def peer(method: str, fn: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [str(PEERS_PYTHON), __file__, "--worker", method, "--fn", fn, "--seeds", str(args.seeds),
+def peer(method: str, fn: str, args: argparse.Namespace, python: str | Path = PEERS_PYTHON) -> dict[str, Any]:
+    cmd = [str(python), __file__, "--worker", method, "--fn", fn, "--seeds", str(args.seeds),
            "--budget", str(args.budget), "--repeats", str(args.repeats),
            "--timing-sizes", *map(str, args.timing_sizes)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -267,6 +268,7 @@ def main() -> None:
     ap.add_argument("--functions", nargs="+", default=list(FUNCTIONS))
     ap.add_argument("--timing-sizes", nargs="+", type=int, default=[25, 100, 200])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timing-rounds", type=int, default=3)
     ap.add_argument("--warm-seeds", type=int, default=5)
     ap.add_argument("--warm-budget", type=int, default=30)
     ap.add_argument("--parts", nargs="+", default=["regret", "timing", "warm"])
@@ -277,7 +279,7 @@ def main() -> None:
         worker(args)
         return
     if args.fast:
-        args.seeds, args.budget, args.timing_sizes, args.repeats = 1, 12, [25], 1
+        args.seeds, args.budget, args.timing_sizes, args.repeats, args.timing_rounds = 1, 12, [25], 1, 1
         args.warm_seeds, args.warm_budget, args.functions = 1, 10, ["branin", "mixed"]
     from _machine import machine_info
 
@@ -316,12 +318,22 @@ def main() -> None:
                 )
                 print(f"{m:<12}{cells}{row['sec_per_trial']:>10.3f}")
     if "timing" in args.parts:
-        ours = {str(n): time_suggestions("ours-gp", n, args.repeats) for n in args.timing_sizes}
-        theirs = peer("optuna-gp", "timing", args)["timing"]
-        result["timing"] = {"ours-gp": ours, "optuna-gp": theirs}
-        print("\nseconds per suggestion on Hartmann-6 after n random trials (median of", args.repeats, "asks)")
+        # both libraries in fresh one-thread processes, alternating, so that a slow spell of a shared machine hits
+        # both; the figure per library is the median over rounds of each round's median suggestion time
+        rounds: dict[str, list[dict[str, float]]] = {"ours-gp": [], "optuna-gp": []}
+        for _ in range(args.timing_rounds):
+            rounds["ours-gp"].append(peer("ours-gp", "timing", args, python=sys.executable)["timing"])
+            rounds["optuna-gp"].append(peer("optuna-gp", "timing", args)["timing"])
+        ours = {str(n): statistics.median(r[str(n)] for r in rounds["ours-gp"]) for n in args.timing_sizes}
+        theirs = {str(n): statistics.median(r[str(n)] for r in rounds["optuna-gp"]) for n in args.timing_sizes}
+        ratios = {str(n): [a[str(n)] / b[str(n)] for a, b in zip(rounds["ours-gp"], rounds["optuna-gp"], strict=True)]
+                  for n in args.timing_sizes}  # fmt: skip
+        result["timing"] = {"ours-gp": ours, "optuna-gp": theirs, "rounds": rounds, "round_ratios": ratios}
+        print(f"\nseconds per suggestion on Hartmann-6 after n random trials (median of {args.repeats} asks; median "
+              f"over {args.timing_rounds} alternating rounds)")  # fmt: skip
         for n in map(str, args.timing_sizes):
-            print(f"  n={n:>4}: ours {ours[n]:.3f}  optuna GPSampler {theirs[n]:.3f}  ratio {ours[n] / theirs[n]:.2f}")
+            print(f"  n={n:>4}: ours {ours[n]:.3f}  optuna GPSampler {theirs[n]:.3f}  ratio {ours[n] / theirs[n]:.2f}"
+                  f"  (per round: {', '.join(f'{r:.2f}' for r in ratios[n])})")  # fmt: skip
     if "warm" in args.parts:
         w = warm_start_part(args.warm_seeds, args.warm_budget, threshold=0.5)
         result["warm_start"] = w

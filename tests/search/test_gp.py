@@ -69,11 +69,12 @@ def test_log_marginal_likelihood_matches_scipy():
 
 def scipy_log_prior(theta):
     """GPPrior(categorical_columns=(0,)) with its defaults, from SciPy: column 0 lognormal N(½ log D, 3), the other
-    lengthscales Gamma(3, 6) densities of ℓ = e^θ, log σ_f² ~ N(0, 1), log σ_n² ~ N(-8, 2)."""
+    lengthscales Gamma(3, 6 min(1, √(2/D))) densities of ℓ = e^θ, log σ_f² ~ N(0, 1), log σ_n² ~ N(-8, 2)."""
     d = theta.numel() - 2
     v = theta.tolist()
     total = norm(0.5 * math.log(d), math.sqrt(3.0)).logpdf(v[0])
-    total += sum(gamma_dist(3.0, scale=1 / 6.0).logpdf(math.exp(t)) for t in v[1:d])
+    rate = 6.0 * min(1.0, math.sqrt(2.0 / d))
+    total += sum(gamma_dist(3.0, scale=1 / rate).logpdf(math.exp(t)) for t in v[1:d])
     return total + norm(0.0, 1.0).logpdf(v[d]) + norm(-8.0, 2.0).logpdf(v[d + 1])
 
 

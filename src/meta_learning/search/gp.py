@@ -12,8 +12,8 @@ Notation (shapes in brackets):
 - Posterior of the latent ``f`` at ``x*``: ``μ(x*) = k(x*, X) α``,
   ``σ²(x*) = σ_f² - k(x*, X) K⁻¹ k(X, x*)`` (add ``σ_n²`` for a new noisy observation).
 - Log marginal likelihood: ``log p(y | θ) = -½ yᵀ α - Σ_i log L_ii - (n/2) log 2π``.
-- Priors (independent, :class:`GPPrior`): ``ℓ_d ~ Gamma(3, 6)`` for continuous columns, ``log ℓ_d ~ N(½ log D, 3)``
-  for one-hot categorical columns, ``log σ_f² ~ N(0, 1)``, ``log σ_n² ~ N(-8, 2)``;
+- Priors (independent, :class:`GPPrior`): ``ℓ_d ~ Gamma(3, 6 min(1, √(2/D)))`` for continuous columns,
+  ``log ℓ_d ~ N(½ log D, 3)`` for one-hot categorical columns, ``log σ_f² ~ N(0, 1)``, ``log σ_n² ~ N(-8, 2)``;
   ``θ̂ = argmax log p(y | θ) + log p(θ)`` within box bounds, by L-BFGS-B (closed-form gradient) from several
   starts (the previous optimum, the prior mode and random perturbations of it).
   An earlier version put ``log ℓ_d ~ N(½ log D, 3)`` on every column (after Hvarfner, Hellsten & Nardi 2024); on
@@ -47,9 +47,14 @@ LOG_NOISE_BOUNDS = (math.log(1e-6), math.log(1.0))
 class GPPrior:
     """Independent priors on the hyperparameters ``θ``.
 
-    - Lengthscales of continuous (float and int) columns: ``ℓ_d ~ Gamma(3, 6)`` (mode ``1/3`` of the unit cube),
-      the long-standing default of BoTorch's ``SingleTaskGP``; its exponential tail keeps a dimension from being
-      declared irrelevant (``ℓ`` of 10 or more) on the strength of a few points that happen to vary little along it.
+    - Lengthscales of continuous (float and int) columns: ``ℓ_d ~ Gamma(3, 6 min(1, √(2/D)))`` for ``D`` encoded
+      columns: for ``D <= 2`` the long-standing default of BoTorch's ``SingleTaskGP`` (mode ``1/3`` of the unit
+      cube), for larger ``D`` its mode grows as ``√D`` (0.58 at ``D = 6``, 0.75 at ``D = 10``) — distances in the
+      cube grow as ``√D``, and with a fixed mode a 10-D search saw too little of the objective's global trend
+      (Hvarfner, Hellsten & Nardi 2024 scale their lengthscale prior the same way; benchmarks/RESULTS.md, issue 6:
+      Levy-10 median regret at 50 / 100 trials 24.9 / 5.7 -> 14.5 / 3.5 over 20 seeds). The Gamma's exponential
+      tail keeps a dimension from being declared irrelevant (``ℓ`` of 10 or more) on the strength of a few points
+      that happen to vary little along it.
     - Lengthscales of one-hot categorical columns: ``log ℓ_d ~ N(½ log D, 3)``, long enough that observations in
       one category inform the others.
     - ``log σ_f² ~ N(0, 1)``, ``log σ_n² ~ N(-8, 2)`` (outputs are standardised): median noise 3e-4 of the output
@@ -62,7 +67,7 @@ class GPPrior:
     """
 
     lengthscale_concentration: float = 3.0
-    lengthscale_rate: float = 6.0
+    lengthscale_rate: float = 6.0  # at D <= 2; see lengthscale_rate_at
     categorical_loc: float = 0.0
     categorical_scale: float = math.sqrt(3.0)
     signal_loc: float = 0.0
@@ -70,6 +75,10 @@ class GPPrior:
     noise_loc: float = -8.0
     noise_scale: float = 2.0
     categorical_columns: tuple[int, ...] = ()
+
+    def lengthscale_rate_at(self, dim: int) -> float:
+        """The Gamma rate of the continuous lengthscales for ``dim`` encoded columns: ``rate · min(1, √(2/dim))``."""
+        return self.lengthscale_rate * min(1.0, math.sqrt(2.0 / max(dim, 1)))
 
     def _categorical_mask(self, dim: int) -> Tensor:
         mask = torch.zeros(dim, dtype=torch.bool)
@@ -93,7 +102,7 @@ class GPPrior:
     def mode(self, dim: int) -> Tensor:
         """The most probable ``θ [D + 2]`` (a fitting start)."""
         mask, loc, _ = self._normal_parts(dim)
-        gamma_mode = math.log((self.lengthscale_concentration - 1.0) / self.lengthscale_rate)
+        gamma_mode = math.log((self.lengthscale_concentration - 1.0) / self.lengthscale_rate_at(dim))
         return torch.where(mask, loc, torch.full_like(loc, gamma_mode))
 
     def draw_start(self, dim: int, generator: torch.Generator) -> Tensor:
@@ -107,7 +116,7 @@ class GPPrior:
         dim = theta.shape[-1] - 2
         mask, loc, scale = self._normal_parts(dim)
         z = (theta - loc) / scale
-        a, b = self.lengthscale_concentration, self.lengthscale_rate
+        a, b = self.lengthscale_concentration, self.lengthscale_rate_at(dim)
         gamma = (a - 1.0) * theta - b * theta.exp()  # Gamma(a, b) log-density of ℓ = e^θ
         return torch.where(mask, -0.5 * z * z, gamma).sum(-1)
 
@@ -116,7 +125,7 @@ class GPPrior:
         Gamma in ``ℓ = e^θ``: ``(a - 1) - b e^θ``)."""
         dim = theta.shape[-1] - 2
         mask, loc, scale = self._normal_parts(dim)
-        a, b = self.lengthscale_concentration, self.lengthscale_rate
+        a, b = self.lengthscale_concentration, self.lengthscale_rate_at(dim)
         grad = torch.where(mask, -(theta - loc) / (scale * scale), (a - 1.0) - b * theta.exp())
         return float(self.log_prob(theta)), grad
 
