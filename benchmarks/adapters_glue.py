@@ -172,6 +172,7 @@ def main() -> None:
     p.add_argument("--inference-repeats", type=int, default=None, help="timed forwards (default --repeats; 0: skip)")
     p.add_argument("--merge-check", type=int, default=256, help="dev examples compared before/after merge()")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="suffix of the output JSON and LoRA init folder (runs side by side)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (2 threads on 2 shared cores ran 4x slower)")
     p.add_argument("--fast", action="store_true", help="20 steps, 128 dev examples, 2 timing repeats")
     p.add_argument(
@@ -195,7 +196,7 @@ def main() -> None:
         return
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)
-    init_dir = out_dir / "adapters_glue_lora_init"
+    init_dir = out_dir / ("adapters_glue_lora_init" + (f"_{args.tag}" if args.tag else ""))
     common = ["--task", args.task, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
               "--max-length", str(args.max_length), "--timing-batch-size", str(args.timing_batch_size),
               "--head-lr", str(args.head_lr), "--repeats", str(args.repeats),
@@ -238,6 +239,7 @@ def main() -> None:
         "peft": peers, "transformers": transformers.__version__, "results": results,
     }  # fmt: skip
     name = "adapters_glue" + ("_fast" if args.fast else "") + ("" if args.task == "sst2" else f"_{args.task}")
+    name += f"_{args.tag}" if args.tag else ""
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out_dir / f'{name}.json'}")
 

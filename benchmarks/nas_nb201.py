@@ -26,6 +26,7 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,19 @@ def run_seed(strategy: str, seed: int, budget: int, table: NASBench201Table, opt
             "seconds": elapsed}  # fmt: skip
 
 
+_TABLE: NASBench201Table | None = None
+
+
+def _worker_seed(job: tuple[str, int, int, dict[str, Any]]) -> dict:
+    """One seed in a worker process (the table is loaded once per process)."""
+    global _TABLE
+    torch.set_num_threads(1)
+    if _TABLE is None:
+        _TABLE = NASBench201Table()
+    strategy, seed, budget, options = job
+    return run_seed(strategy, seed, budget, _TABLE, options)
+
+
 def summarize(runs: list[dict], budgets: list[int], optimum: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for b in budgets:
@@ -100,6 +114,7 @@ def main() -> None:
     ap.add_argument("--bo-seeds", type=int, default=10)
     ap.add_argument("--bo-budget", type=int, default=200)
     ap.add_argument("--strategies", default="random,evolutionary,bayesian")
+    ap.add_argument("--workers", type=int, default=1, help="processes for the GP-BO seeds (one thread each)")
     ap.add_argument("--merge", action="store_true", help="keep other strategies' results already in --out")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "nas_nb201.json"))
     args = ap.parse_args()
@@ -115,7 +130,13 @@ def main() -> None:
         seeds, budget = (args.bo_seeds, args.bo_budget) if strategy == "bayesian" else (args.seeds, args.budget)
         start = time.perf_counter()
         runs = []
-        for s in range(seeds):
+        if strategy == "bayesian" and args.workers > 1:  # seeds in parallel, one thread per process
+            jobs = [(strategy, s, budget, STRATEGIES[strategy]) for s in range(seeds)]
+            with ProcessPoolExecutor(args.workers) as pool:
+                for s, run in enumerate(pool.map(_worker_seed, jobs)):
+                    runs.append(run)
+                    print(f"  bayesian seed {s}: best {run['incumbent'][-1]:.2f} in {run['seconds']:.0f} s", flush=True)
+        for s in range(seeds if not runs else 0):
             runs.append(run_seed(strategy, s, budget, table, STRATEGIES[strategy]))
             if strategy == "bayesian":
                 print(f"  bayesian seed {s}: best {runs[-1]['incumbent'][-1]:.2f} in {runs[-1]['seconds']:.0f} s",

@@ -92,12 +92,13 @@ def test_closed_form_gradient_matches_autograd(d):
         (ref,) = torch.autograd.grad(value, t)
         got_value, got = log_marginal_likelihood_and_grad(theta, x, y)
         assert got_value == pytest.approx(float(value.detach()), rel=1e-12)
-        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(torch.as_tensor(got), ref, rtol=1e-9, atol=1e-9)
         prior = GPPrior(categorical_columns=(0,))  # one lognormal lengthscale, the others Gamma
         t = theta.clone().requires_grad_(True)
         (ref_prior,) = torch.autograd.grad(prior.log_prob(t), t)
         lp, lp_grad = prior.log_prob_and_grad(theta)
-        torch.testing.assert_close(lp_grad, ref_prior, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(torch.as_tensor(lp_grad), ref_prior, rtol=1e-12, atol=1e-12)
+        assert lp - float(prior.log_prob(theta)) == pytest.approx(0.0, abs=1e-9)
         # the value against SciPy's densities (log p(θ) is defined up to a constant: compare with θ = 0)
         zero = torch.zeros_like(theta)
         assert lp - prior.log_prob_and_grad(zero)[0] == pytest.approx(
