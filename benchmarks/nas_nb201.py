@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--bo-seeds", type=int, default=10)
     ap.add_argument("--bo-budget", type=int, default=200)
     ap.add_argument("--strategies", default="random,evolutionary,bayesian")
+    ap.add_argument("--bo-first-seed", type=int, default=0, help="GP-BO seeds are first .. first + bo-seeds - 1")
     ap.add_argument("--workers", type=int, default=1, help="processes for the GP-BO seeds (one thread each)")
     ap.add_argument("--merge", action="store_true", help="keep other strategies' results already in --out")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "nas_nb201.json"))
@@ -128,21 +129,27 @@ def main() -> None:
         results = json.loads(Path(args.out).read_text())["results"]
     for strategy in args.strategies.split(","):
         seeds, budget = (args.bo_seeds, args.bo_budget) if strategy == "bayesian" else (args.seeds, args.budget)
+        first = args.bo_first_seed if strategy == "bayesian" else 0
         start = time.perf_counter()
         runs = []
         if strategy == "bayesian" and args.workers > 1:  # seeds in parallel, one thread per process
-            jobs = [(strategy, s, budget, STRATEGIES[strategy]) for s in range(seeds)]
+            jobs = [(strategy, first + s, budget, STRATEGIES[strategy]) for s in range(seeds)]
             with ProcessPoolExecutor(args.workers) as pool:
                 for s, run in enumerate(pool.map(_worker_seed, jobs)):
                     runs.append(run)
-                    print(f"  bayesian seed {s}: best {run['incumbent'][-1]:.2f} in {run['seconds']:.0f} s", flush=True)
-        for s in range(seeds if not runs else 0):
+                    print(
+                        f"  bayesian seed {first + s}: best {run['incumbent'][-1]:.2f} in {run['seconds']:.0f} s",
+                        flush=True,
+                    )
+        for s in range(first, first + seeds if not runs else 0):
             runs.append(run_seed(strategy, s, budget, table, STRATEGIES[strategy]))
             if strategy == "bayesian":
                 print(f"  bayesian seed {s}: best {runs[-1]['incumbent'][-1]:.2f} in {runs[-1]['seconds']:.0f} s",
                       flush=True)  # fmt: skip
-        results[strategy] = summarize(runs, budgets, optimum) | {"seeds": seeds, "budget": budget,
-                                                                 "wall_s": time.perf_counter() - start}  # fmt: skip
+        results[strategy] = summarize(runs, budgets, optimum) | {
+            "seeds": seeds, "first_seed": first, "budget": budget, "wall_s": time.perf_counter() - start,
+            "runs": [{"incumbent": r["incumbent"], "unique": r["unique"], "seconds": r["seconds"]} for r in runs],
+        }  # fmt: skip
         print(f"{strategy}: {seeds} seeds x {budget} queries in {results[strategy]['wall_s']:.0f} s", flush=True)
 
     header = f"{'strategy':<14}{'seeds':>6}" + "".join(f"{'B=' + str(b):>18}" for b in budgets)

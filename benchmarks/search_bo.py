@@ -272,6 +272,7 @@ def main() -> None:
     ap.add_argument("--warm-seeds", type=int, default=5)
     ap.add_argument("--warm-budget", type=int, default=30)
     ap.add_argument("--parts", nargs="+", default=["regret", "timing", "warm"])
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "search_bo.json"))
     ap.add_argument("--worker", default=None)
     ap.add_argument("--fn", default=None)
     args = ap.parse_args()
@@ -345,7 +346,7 @@ def main() -> None:
             med = statistics.median(reached) if reached else float("nan")
             print(f"  {name:<12} reached {len(reached)}/{args.warm_seeds}, median trials {med}, "
                   f"median regret@10 {statistics.median(r['regret_at_10']):.3g}")  # fmt: skip
-    out = REPO / "benchmarks" / "out" / "search_bo.json"
+    out = Path(args.out)
     from meta_learning._io import atomic_write_json
 
     atomic_write_json(out, result)
