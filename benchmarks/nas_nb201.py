@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -132,20 +133,17 @@ def main() -> None:
         first = args.bo_first_seed if strategy == "bayesian" else 0
         start = time.perf_counter()
         runs = []
-        if strategy == "bayesian" and args.workers > 1:  # seeds in parallel, one thread per process
-            jobs = [(strategy, first + s, budget, STRATEGIES[strategy]) for s in range(seeds)]
-            with ProcessPoolExecutor(args.workers) as pool:
-                for s, run in enumerate(pool.map(_worker_seed, jobs)):
-                    runs.append(run)
-                    print(
-                        f"  bayesian seed {first + s}: best {run['incumbent'][-1]:.2f} in {run['seconds']:.0f} s",
-                        flush=True,
-                    )
-        for s in range(first, first + seeds if not runs else 0):
-            runs.append(run_seed(strategy, s, budget, table, STRATEGIES[strategy]))
-            if strategy == "bayesian":
-                print(f"  bayesian seed {s}: best {runs[-1]['incumbent'][-1]:.2f} in {runs[-1]['seconds']:.0f} s",
-                      flush=True)  # fmt: skip
+        seed_list = list(range(first, first + seeds))
+        parallel = strategy == "bayesian" and args.workers > 1  # GP-BO seeds in worker processes, one thread each
+        with ProcessPoolExecutor(args.workers) if parallel else contextlib.nullcontext() as pool:
+            if pool is not None:
+                done = pool.map(_worker_seed, [(strategy, s, budget, STRATEGIES[strategy]) for s in seed_list])
+            else:
+                done = (run_seed(strategy, s, budget, table, STRATEGIES[strategy]) for s in seed_list)
+            for s, run in zip(seed_list, done, strict=True):
+                runs.append(run)
+                if strategy == "bayesian":
+                    print(f"  bayesian seed {s}: best {run['incumbent'][-1]:.2f} in {run['seconds']:.0f} s", flush=True)
         results[strategy] = summarize(runs, budgets, optimum) | {
             "seeds": seeds, "first_seed": first, "budget": budget, "wall_s": time.perf_counter() - start,
             "runs": [{"incumbent": r["incumbent"], "unique": r["unique"], "seconds": r["seconds"]} for r in runs],

@@ -11,7 +11,7 @@ import torch
 from meta_learning.search import BayesianOptimizer, fit_gp, prior_data, rgpe_weights
 from meta_learning.search.gp import standardize
 from meta_learning.search.space import SearchSpace
-from meta_learning.search.warm_start import loo_ranking_losses, ranking_losses
+from meta_learning.search.warm_start import RGPE, loo_ranking_losses, ranking_losses
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 F64 = torch.float64
@@ -49,6 +49,26 @@ def fitted(fn, n, seed):
     space = SearchSpace.from_dict({"x": (0.0, 1.0)})
     d = prior_data(prior_pairs(fn, n, seed), space, "maximize")  # maximise -> the GP models fn as is
     return fit_gp(d.x, standardize(d.y)[0], generator=torch.Generator().manual_seed(0)), d
+
+
+def test_ensemble_posterior_gradient_matches_autograd():
+    g = torch.Generator().manual_seed(7)
+    members = []
+    for fn in (target, related, unrelated):
+        x = torch.rand(10, 1, generator=g, dtype=F64)
+        y = standardize(torch.tensor([fn(float(v)) for v in x[:, 0]], dtype=F64))[0]
+        members.append(fit_gp(x, y, generator=g))
+    ensemble = RGPE(members[:2], members[2], torch.tensor([0.5, 0.0, 0.8], dtype=F64))  # a zero-weight member
+    xq = torch.rand(12, 1, generator=g, dtype=F64)
+    leaf = xq.clone().requires_grad_(True)
+    mean, var = ensemble.posterior(leaf)
+    (ref_dmean,) = torch.autograd.grad(mean.sum(), leaf)
+    (ref_dvar,) = torch.autograd.grad(ensemble.posterior(leaf)[1].sum(), leaf)
+    got_mean, got_var, dmean, dvar = ensemble.posterior_with_grad(xq)
+    torch.testing.assert_close(got_mean, mean.detach(), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(got_var, var.detach(), rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(dmean, ref_dmean, rtol=1e-7, atol=1e-8)
+    torch.testing.assert_close(dvar, ref_dvar, rtol=1e-6, atol=1e-8)
 
 
 def test_weights_follow_ranking_quality():

@@ -76,9 +76,8 @@ def log_expected_improvement_and_grad(
 ) -> tuple[Tensor, Tensor]:
     """:func:`log_expected_improvement` ``[m]`` and its gradient ``[m, D]`` from the posterior's gradients.
 
-    From ``h'(z) = Φ(z)``: ``∂ LogEI/∂μ = Φ(z) / (h(z) σ)`` and ``∂ LogEI/∂σ = φ(z) / (h(z) σ)``; both ratios are
-    formed in log space (``log Φ`` by ``log_ndtr``, ``log h`` by :func:`log_h`), so they stay finite where ``h``
-    underflows."""
+    From ``h'(z) = Φ(z)``: ``∂ LogEI/∂μ = Φ(z) / (h(z) σ)`` and ``∂ LogEI/∂σ = φ(z) / (h(z) σ)``; both ratios come
+    from :func:`_h_ratios`, which stays accurate where ``h`` underflows."""
     sigma = var.clamp_min(1e-12).sqrt()
     z = (mean - best) / sigma
     cdf_ratio, pdf_ratio = _h_ratios(z)
@@ -183,15 +182,13 @@ def _lbfgsb(
     s = torch.ones(len(cont), dtype=F64) if scales is None else scales.to(F64).clamp(1e-3, 1e3)
 
     def objective(vec: np.ndarray) -> tuple[float, np.ndarray]:
-        u = torch.tensor(vec, dtype=F64).reshape(shape)
+        u = torch.tensor(vec, dtype=F64).reshape(shape).requires_grad_(acq_with_grad is None)
         x = fixed.clone()
-        if acq_with_grad is not None:  # the bounds keep u * s inside [0, 1]; the clamp only removes round-off
-            x[:, cont] = (u * s).clamp(0.0, 1.0)
+        x[:, cont] = (u * s).clamp(0.0, 1.0)  # the bounds keep u * s inside [0, 1]; the clamp removes round-off
+        if acq_with_grad is not None:
             val, grad_x = acq_with_grad(x)
             total, grad = -val.sum(), -grad_x[:, cont] * s
         else:
-            u.requires_grad_(True)
-            x[:, cont] = (u * s).clamp(0.0, 1.0)
             total = -acq(x).sum()
             (grad,) = torch.autograd.grad(total, u)
         if not torch.isfinite(total):

@@ -162,43 +162,38 @@ def _scaled_sq_dist(x1: Array, x2: Array, lengthscale: Array) -> tuple[Array, Ar
 
 def matern52(x1: Tensor, x2: Tensor, lengthscale: Tensor, signal_var: Tensor | float) -> Tensor:
     """Matern-5/2 ARD kernel matrix ``[m, n]`` between ``x1 [m, D]`` and ``x2 [n, D]``."""
-    d2, r = _scaled_sq_dist(x1, x2, lengthscale)
-    return signal_var * (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * torch.exp(-SQRT5 * r)  # no slope: the hot path
+    return _matern52_parts(*_scaled_sq_dist(x1, x2, lengthscale), signal_var)[0]
+
+
+def _matern52_parts(d2: Array, r: Array, signal_var: Tensor | float) -> tuple[Array, Array, Array]:
+    """``(k, 1 + √5 r, e^{-√5 r})`` from ``(r², r)``: the kernel and the two factors its slope reuses."""
+    e = _xp(r).exp(-SQRT5 * r)
+    t = 1.0 + SQRT5 * r
+    return signal_var * (t + (5.0 / 3.0) * d2) * e, t, e
 
 
 def _matern52_and_slope(d2: Array, r: Array, signal_var: Tensor | float) -> tuple[Array, Array]:
     """``(k, G)`` from ``(r², r)``: the kernel and ``G = (5/3) σ_f² (1 + √5 r) e^{-√5 r} = -2 dk/d(r²)``, so that
     ``∂k(x, x')/∂x_d = -G (x_d - x'_d) / ℓ_d²`` and ``∂k/∂ log ℓ_d = G (x_d - x'_d)² / ℓ_d²``."""
-    e = _xp(r).exp(-SQRT5 * r)
-    t = 1.0 + SQRT5 * r
-    return signal_var * (t + (5.0 / 3.0) * d2) * e, ((5.0 / 3.0) * signal_var) * t * e
+    k, t, e = _matern52_parts(d2, r, signal_var)
+    return k, ((5.0 / 3.0) * signal_var) * t * e
 
 
 _JITTERS = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4)  # relative to the mean diagonal, tried in turn when K is not PD
 
 
-def _cholesky(k: Tensor) -> Tensor:
-    """Cholesky factor, adding diagonal jitter (up to 1e-4 of the mean diagonal) only when needed."""
-    factor, info = torch.linalg.cholesky_ex(k)
-    if int(info) == 0:
-        return factor
-    scale = float(k.diagonal().mean())
-    for jitter in _JITTERS:
-        factor, info = torch.linalg.cholesky_ex(k + jitter * scale * torch.eye(k.shape[0], dtype=k.dtype))
+def _cholesky(k: Array) -> Array:
+    """Lower Cholesky factor (torch, or LAPACK for a NumPy matrix, upper triangle zeroed), adding diagonal jitter
+    (up to 1e-4 of the mean diagonal) only when needed."""
+    mat: Any = k  # one body for both array types
+    numpy = isinstance(mat, np.ndarray)
+    for jitter in (0.0, *_JITTERS):
+        a = mat
+        if jitter:  # k + jitter · mean(diag k) · I, built only after a failure
+            n = mat.shape[0]
+            a = mat + jitter * float(mat.diagonal().mean()) * (np.eye(n) if numpy else torch.eye(n, dtype=mat.dtype))
+        factor, info = dpotrf(a, lower=1, clean=1) if numpy else torch.linalg.cholesky_ex(a)
         if int(info) == 0:
-            return factor
-    raise torch.linalg.LinAlgError("kernel matrix is not positive definite even with 1e-4 relative jitter")
-
-
-def _cholesky_np(k: np.ndarray) -> np.ndarray:
-    """:func:`_cholesky` in LAPACK (lower factor, upper triangle zeroed)."""
-    factor, info = dpotrf(k, lower=1, clean=1)
-    if info == 0:
-        return factor
-    scale = float(np.diag(k).mean())
-    for jitter in _JITTERS:
-        factor, info = dpotrf(k + jitter * scale * np.eye(k.shape[0]), lower=1, clean=1)
-        if info == 0:
             return factor
     raise torch.linalg.LinAlgError("kernel matrix is not positive definite even with 1e-4 relative jitter")
 
@@ -221,7 +216,7 @@ def log_marginal_likelihood_and_grad(
     k_f, slope = _matern52_and_slope(*_scaled_sq_dist(x, x, lengthscale), signal)
     k = k_f.copy()
     k[np.diag_indices(n)] += noise
-    factor = _cholesky_np(k)
+    factor = _cholesky(k)
     alpha = dpotrs(factor, y, lower=1)[0]
     value = float(-0.5 * y @ alpha - np.log(np.diag(factor)).sum() - 0.5 * n * math.log(2 * math.pi))
     k_inv = dpotri(factor, lower=1)[0]  # lower triangle of K⁻¹
