@@ -8,6 +8,7 @@ import optuna
 import pytest
 import torch
 
+from _posterior import assert_posterior_with_grad_matches_autograd
 from meta_learning.search import BayesianOptimizer, fit_gp, prior_data, rgpe_weights
 from meta_learning.search.gp import standardize
 from meta_learning.search.space import SearchSpace
@@ -60,15 +61,9 @@ def test_ensemble_posterior_gradient_matches_autograd():
         members.append(fit_gp(x, y, generator=g))
     ensemble = RGPE(members[:2], members[2], torch.tensor([0.5, 0.0, 0.8], dtype=F64))  # a zero-weight member
     xq = torch.rand(12, 1, generator=g, dtype=F64)
-    leaf = xq.clone().requires_grad_(True)
-    mean, var = ensemble.posterior(leaf)
-    (ref_dmean,) = torch.autograd.grad(mean.sum(), leaf)
-    (ref_dvar,) = torch.autograd.grad(ensemble.posterior(leaf)[1].sum(), leaf)
-    got_mean, got_var, dmean, dvar = ensemble.posterior_with_grad(xq)
-    torch.testing.assert_close(got_mean, mean.detach(), rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(got_var, var.detach(), rtol=1e-6, atol=1e-10)
-    torch.testing.assert_close(dmean, ref_dmean, rtol=1e-7, atol=1e-8)
-    torch.testing.assert_close(dvar, ref_dvar, rtol=1e-6, atol=1e-8)
+    assert_posterior_with_grad_matches_autograd(
+        ensemble, xq, mean_rtol=1e-9, var_rtol=1e-6, dmean_rtol=1e-7, dvar_rtol=1e-6
+    )
 
 
 def test_weights_follow_ranking_quality():
