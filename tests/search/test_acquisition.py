@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 from scipy.stats import norm
+from torch import Tensor
 
-from meta_learning.search import Categorical, Float, SearchSpace
+from meta_learning.search import Categorical, Float, Int, SearchSpace
 from meta_learning.search.acquisition import (
+    _matches,
     expected_improvement,
     log_expected_improvement,
     log_expected_improvement_and_grad,
@@ -147,5 +150,68 @@ def test_categorical_only_space_uses_coordinate_search():
     def acq(x):  # one point of reward per matching choice
         return x.reshape(-1, 6, 4).gather(2, target.view(1, 6, 1).expand(x.shape[0], 6, 1)).sum((1, 2))
 
-    best = maximize_acquisition(acq, space, generator=torch.Generator().manual_seed(0), num_candidates=64)
+    best = maximize_acquisition(acq, space, generator=torch.Generator().manual_seed(0), num_candidates=64,
+                                max_enumerate=0)  # fmt: skip
     assert float(acq(best.unsqueeze(0))) == 6.0
+
+
+def _needle(target: Tensor) -> Callable[[Tensor], Tensor]:
+    """Reward per matching choice, a trap everywhere one step from ``target`` and a large bonus at it: coordinate
+    ascent from a random point rarely reaches it, an exhaustive search always does."""
+
+    def acq(x: Tensor) -> Tensor:
+        hits = x.reshape(-1, 6, 4).gather(2, target.view(1, 6, 1).expand(x.shape[0], 6, 1)).sum((1, 2))
+        return torch.where(hits == 6, 100.0, torch.where(hits == 5, -50.0, hits.to(F64)))
+
+    return acq
+
+
+def test_small_discrete_spaces_are_searched_exhaustively():
+    space = SearchSpace({f"op{i}": Categorical(("conv", "pool", "skip", "none")) for i in range(6)})
+    target = torch.tensor([2, 0, 3, 1, 1, 2])
+    acq = _needle(target)
+    best = maximize_acquisition(acq, space, generator=torch.Generator().manual_seed(0))
+    assert float(acq(best.unsqueeze(0))) == 100.0
+    greedy = maximize_acquisition(acq, space, generator=torch.Generator().manual_seed(0), num_candidates=16,
+                                  num_starts=2, max_enumerate=0)  # fmt: skip
+    assert float(acq(greedy.unsqueeze(0))) < 100.0  # the trap is real: the candidate search misses the needle
+
+
+@pytest.mark.parametrize("max_enumerate", [0, 10**6])
+def test_avoided_configurations_are_not_returned_while_others_remain(max_enumerate):
+    space = SearchSpace({"c": Categorical(("a", "b", "c")), "k": Int(0, 1000), "d": Categorical((1, 2))})
+
+    def acq(x):  # best: c='b', k=700, d=2; next: k=699 or 701
+        return -((x[:, 3] - space.encode([{"c": "b", "k": 700, "d": 2}])[0, 3]) ** 2) + x[:, 1] + x[:, 5]
+
+    def best_config(avoid):
+        x = maximize_acquisition(acq, space, generator=torch.Generator().manual_seed(0), avoid=avoid,
+                                 max_enumerate=max_enumerate)  # fmt: skip
+        return space.decode(x.unsqueeze(0))[0]
+
+    assert best_config(None) == {"c": "b", "k": 700, "d": 2}
+    avoid = space.encode([{"c": "b", "k": 700, "d": 2}, {"c": "a", "k": 3, "d": 1}])
+    second = best_config(avoid)
+    assert second != {"c": "b", "k": 700, "d": 2}
+    assert second["c"] == "b" and second["d"] == 2 and second["k"] in (699, 701)
+
+
+def test_when_every_configuration_is_avoided_the_best_is_repeated():
+    space = SearchSpace({"c": Categorical(("a", "b", "c"))})
+    acq = lambda x: x @ torch.tensor([0.0, 2.0, 1.0], dtype=F64)  # noqa: E731
+    every = space.enumerate_encoded()
+    best = maximize_acquisition(acq, space, generator=torch.Generator().manual_seed(0), avoid=every)
+    assert space.decode(best.unsqueeze(0))[0] == {"c": "b"}
+
+
+def test_matches_agrees_with_exact_distances():
+    space = SearchSpace({"c": Categorical(("a", "b", "c", "d")), "k": Int(0, 100_000), "j": Int(1, 50, log=True)})
+    g = torch.Generator().manual_seed(3)
+    x = space.canonical(space.sample_encoded(3000, g))
+    avoid = torch.cat([x[torch.randperm(3000, generator=g)[:400]], space.canonical(space.sample_encoded(100, g))])
+    ref = torch.cdist(x, avoid, compute_mode="donot_use_mm_for_euclid_dist").min(1).values == 0
+    got = _matches(x, avoid)
+    assert ref.sum() >= 400 and torch.equal(got, ref)
+    # neighbouring integers differ by 1e-5 in the encoding and must not match
+    near = space.encode([{"c": "a", "k": 50_000, "j": 7}, {"c": "a", "k": 50_001, "j": 7}])
+    assert _matches(near[:1], near[1:]).tolist() == [False]

@@ -110,6 +110,28 @@ def test_pending_trials_spread_a_batch():
     assert len(bo.study.get_trials(states=(TrialState.COMPLETE,))) == 12
 
 
+def test_discrete_space_is_covered_without_repeats():
+    space = {"op": ["conv", "pool", "skip", "none"], "k": (1, 5)}  # 20 configurations
+    value = lambda p: -abs(p["k"] - 3) + {"conv": 1.0, "pool": 0.5, "skip": 0.0, "none": -1.0}[p["op"]]  # noqa: E731
+    bo = BayesianOptimizer("accuracy", space, storage="memory", seed=0)
+    bo.optimize(value, num_trials=16)
+    batch = [bo.ask() for _ in range(4)]  # pending trials are avoided too
+    seen = [(t.params["op"], t.params["k"]) for t in bo.study.trials]
+    assert len(set(seen)) == len(seen) == 20  # every configuration once
+    assert bo.best_params == {"op": "conv", "k": 3}
+    for t in batch:
+        bo.tell(t, value(t.params))
+    # with every configuration evaluated, a further suggestion repeats rather than failing
+    bo.optimize(value, num_trials=1)
+    # without the rule, the GP re-proposes evaluated configurations on this deterministic objective
+    plain = Searcher(space, strategy="gp", direction="maximize", storage="memory", seed=0, avoid_repeats=False)
+    plain.optimize(value, num_trials=20)
+    plain_seen = [(t.params["op"], t.params["k"]) for t in plain.study.trials]
+    assert len(set(plain_seen)) < 20
+    with pytest.raises(TypeError, match="avoid_repeats"):
+        GPStrategy(space, avoid_repeats="yes")
+
+
 def test_same_seed_same_suggestions():
     def run():
         bo = BayesianOptimizer("loss", {"x": (-2.0, 2.0), "k": [1, 2, 3]}, storage="memory", seed=7)

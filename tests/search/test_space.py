@@ -79,6 +79,31 @@ def test_canonical_resets_inactive_columns():
     assert torch.equal(s.canonical(c), c)
 
 
+def test_enumerate_encoded_lists_each_configuration_once():
+    s = SearchSpace(
+        {
+            "opt": Categorical(("adam", "sgd", "rmsprop")),
+            "depth": Int(1, 4),
+            "width": Int(8, 64, log=True),
+            "nesterov": Categorical((True, False), condition=("opt", "sgd")),
+        }
+    )
+    assert s.num_configurations == 3 * 4 * 57 * 2  # an upper bound: nesterov exists only under sgd
+    every = s.enumerate_encoded()
+    configs = s.decode(every)
+    # the reference: the product of the active parameters' values, written out by hand
+    expected = {(o, d, w, n) for o in ("adam", "sgd", "rmsprop") for d in range(1, 5) for w in range(8, 65)
+                for n in ((True, False) if o == "sgd" else (None,))}  # fmt: skip
+    got = [(c["opt"], c["depth"], c["width"], c.get("nesterov")) for c in configs]
+    assert len(got) == len(set(got)) == len(expected) and set(got) == expected
+    assert torch.equal(s.canonical(every), every)  # valid encodings, inactive columns reset
+    for c in configs:
+        s.validate_params(c)
+    assert space().num_configurations is None
+    with pytest.raises(ValueError, match="float parameters"):
+        space().enumerate_encoded()
+
+
 def test_from_dict_shorthand():
     s = SearchSpace.from_dict({"a": (0.0, 1.0), "b": (1, 10), "c": (1e-3, 1.0, "log"), "d": ["x", "y"]})
     assert s.params["a"] == Float(0.0, 1.0)

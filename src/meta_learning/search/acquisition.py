@@ -15,9 +15,11 @@ Optimisation (:func:`maximize_acquisition`): score many random candidates (scram
 continuous columns, uniform choices for the categorical ones, plus perturbations of the best observed points),
 run L-BFGS-B over the float columns from the best few (in lengthscale units, as Optuna's GPSampler does), then
 improve the discrete choices by a greedy coordinate search: each categorical parameter's alternatives and each int
-parameter's neighbours (``±1``). Points are always evaluated at valid configurations (ints rounded, inactive
-columns reset), so the GP never sees "phantom" variation inside one integer's bin (Garrido-Merchán &
-Hernández-Lobato 2020).
+parameter's neighbours (``±1``). A space without float parameters of at most ``MAX_ENUMERATE`` configurations is
+searched exhaustively instead. In spaces without float parameters, configurations to avoid (e.g. those already
+evaluated) can be excluded, as BoTorch's ``optimize_acqf_discrete(X_avoid=...)`` does. Points are always evaluated
+at valid configurations (ints rounded, inactive columns reset), so the GP never sees "phantom" variation inside
+one integer's bin (Garrido-Merchán & Hernández-Lobato 2020).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ F64 = torch.float64
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_SQRT_PI_2 = 0.5 * math.log(math.pi / 2)
 _INV_SQRT_EPS = 1.0 / math.sqrt(torch.finfo(F64).eps)
+#: discrete spaces up to this many configurations are searched exhaustively (NAS-Bench-201's cell space: 15,625)
+MAX_ENUMERATE = 32768
 
 
 def _log1mexp(x: Tensor) -> Tensor:
@@ -132,6 +136,26 @@ def _evaluate(acq: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 512) -> T
     # chunks of 512 rows keep the [chunk, n] kernel blocks in cache: 2x faster than one [4096, n] pass at n = 100
     with torch.no_grad():
         return torch.cat([acq(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+
+
+def _matches(x: Tensor, avoid: Tensor) -> Tensor:
+    """``[m]`` bool: which rows of ``x`` equal a row of ``avoid`` (both valid encoded configurations, equal when
+    they agree to 2⁻²⁰ in every column). Rows are hashed, and hash hits are confirmed column by column."""
+    qx, qa = (torch.round(a * 2**20).to(torch.int64) for a in (x, avoid))
+    # wrapping int64 arithmetic: a random linear hash of the quantised row (fixed odd coefficients)
+    coef = torch.randint(-(2**62), 2**62, (x.shape[1],), generator=torch.Generator().manual_seed(0)) | 1
+    hx, ha = (qx * coef).sum(1), (qa * coef).sum(1)
+    ha_sorted, order = torch.sort(ha)
+    pos = torch.searchsorted(ha_sorted, hx).clamp_max(ha.shape[0] - 1)
+    hit = ha_sorted[pos] == hx
+    rows = hit.nonzero().squeeze(1)  # confirm: a hash collision between different rows must not count
+    hit[rows] = (qx[rows] == qa[order[pos[rows]]]).all(1)
+    return hit
+
+
+def _avoiding(acq: Callable[[Tensor], Tensor], avoid: Tensor, x: Tensor) -> Tensor:
+    """``acq(x)`` with ``-inf`` at the rows of ``x`` that equal a row of ``avoid``."""
+    return acq(x).masked_fill(_matches(x, avoid), -math.inf)
 
 
 def _candidates(space: SearchSpace, n: int, incumbents: Tensor, generator: torch.Generator) -> Tensor:
@@ -252,6 +276,8 @@ def maximize_acquisition(
     lengthscales: Tensor | None = None,
     acq_with_grad: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     gtol: float = 1e-5,
+    avoid: Tensor | None = None,
+    max_enumerate: int = MAX_ENUMERATE,
 ) -> Tensor:
     """Return the encoded point ``[D]`` with the highest acquisition value found.
 
@@ -269,7 +295,22 @@ def maximize_acquisition(
             :meth:`GaussianProcess.posterior_with_grad`).
         gtol: L-BFGS-B's tolerance on the projected gradient (in lengthscale units when ``lengthscales`` is
             given); SciPy's default here, :class:`GPStrategy` passes Optuna GPSampler's 1e-2 for LogEI.
+        avoid: ``[k, D]`` encoded configurations not to return while another one is available (e.g. those already
+            evaluated); honoured in spaces without float parameters, where an exact repeat is otherwise likely.
+        max_enumerate: a space without float parameters holding at most this many configurations is searched
+            exhaustively (every configuration scored) instead of by candidates and coordinate search.
     """
+    discrete = not space.float_columns
+    if discrete and (space.num_configurations or 0) <= max_enumerate:
+        every = space.enumerate_encoded()
+        values = torch.nan_to_num(_evaluate(acq, every, chunk=2048), nan=-math.inf)
+        if avoid is not None and avoid.shape[0]:
+            hit = _matches(every, space.canonical(avoid.to(F64)))
+            if not hit.all():  # when every configuration is to be avoided, the best one is repeated
+                values = values.masked_fill(hit, -math.inf)
+        return every[int(torch.argmax(values))]
+    if discrete and avoid is not None and avoid.shape[0]:
+        acq = functools.partial(_avoiding, acq, space.canonical(avoid.to(F64)))
     inc = incumbents if incumbents is not None else torch.zeros(0, space.dim, dtype=F64)
     cand = _candidates(space, num_candidates, inc.to(F64), generator)
     values = _evaluate(acq, cand)

@@ -358,6 +358,30 @@ class SearchSpace:
             out[:, col] = p.snap(x[:, col])
         return out
 
+    @property
+    def num_configurations(self) -> int | None:
+        """How many configurations the space holds (an upper bound when there are conditions); None when it has a
+        float parameter."""
+        sizes = [p.width if isinstance(p, Categorical) else p.high - p.low + 1 if isinstance(p, Int) else None
+                 for p in self.params.values()]  # fmt: skip
+        return None if None in sizes else math.prod(s for s in sizes if s is not None)
+
+    def enumerate_encoded(self) -> Tensor:
+        """Every configuration of a space without float parameters, encoded ``[N, D]`` (each once, inactive columns
+        reset). Check :attr:`num_configurations` first: the result holds that many rows (fewer with conditions)."""
+        if self.num_configurations is None:
+            raise ValueError("enumerate_encoded needs a space without float parameters; this one has "
+                             f"{[n for n, p in self.params.items() if isinstance(p, Float)]}")  # fmt: skip
+        options = []  # per parameter: its values' encodings [k, width]
+        for p in self.params.values():
+            if isinstance(p, Categorical):
+                options.append(torch.eye(p.width, dtype=torch.float64))
+            elif isinstance(p, Int):
+                options.append(torch.tensor([p.encode(v) for v in range(p.low, p.high + 1)], dtype=torch.float64))
+        index = torch.cartesian_prod(*[torch.arange(o.shape[0]) for o in options]).reshape(-1, len(options))
+        x = torch.cat([o[index[:, i]] for i, o in enumerate(options)], dim=1)
+        return torch.unique(self.canonical(x), dim=0) if self.has_conditions else x
+
     def sample_encoded(self, n: int, generator: torch.Generator) -> Tensor:
         """``[n, D]`` uniform draws: floats and ints uniform on their scale, each categorical's choice uniform.
 

@@ -170,6 +170,10 @@ class GPStrategy(SpaceSampler):
         num_gp_restarts: random restarts of the hyperparameter fit (besides the previous optimum and the prior
             mode), made at the first fit and at every 10th observation; the fits in between start from the
             previous optimum only.
+        avoid_repeats: in a space without float parameters, never propose a configuration already evaluated,
+            failed or pending while an untried one remains (a deterministic objective, e.g. a tabular NAS
+            benchmark, gains nothing from a repeat). Set False for noisy objectives where re-measuring a
+            configuration is worth a trial. Spaces with a float parameter are unaffected.
 
     Example:
         >>> sampler = GPStrategy({"x": (-5.0, 5.0)}, seed=0)
@@ -191,6 +195,7 @@ class GPStrategy(SpaceSampler):
         num_starts: int = 8,
         num_gp_restarts: int = 2,
         num_rgpe_samples: int = 256,
+        avoid_repeats: bool = True,
     ) -> None:
         super().__init__(space, seed)
         self.acquisition = check_choice("acquisition", acquisition, ("logei", "ucb"))
@@ -209,6 +214,9 @@ class GPStrategy(SpaceSampler):
         self.num_starts = check_positive_int("num_starts", num_starts)
         self.num_gp_restarts = check_non_negative_int("num_gp_restarts", num_gp_restarts)
         self.num_rgpe_samples = check_positive_int("num_rgpe_samples", num_rgpe_samples)
+        if not isinstance(avoid_repeats, bool):
+            raise TypeError(f"avoid_repeats must be a bool, got {avoid_repeats!r}")
+        self.avoid_repeats = avoid_repeats
         self.gp_prior = GPPrior(categorical_columns=tuple(c for g in self.space.categorical_groups for c in g))
         self._theta: Tensor | None = None  # last fitted hyperparameters: one of the fitting starts
         self._base: list[GaussianProcess] | None = None  # earlier studies' GPs, fitted once
@@ -286,7 +294,8 @@ class GPStrategy(SpaceSampler):
         point = maximize_acquisition(acq, self.space, generator=generator, incumbents=incumbents,
                                      num_candidates=self.num_candidates, num_starts=self.num_starts,
                                      lengthscales=lengthscales, acq_with_grad=acq_grad,
-                                     gtol=ACQUISITION_GTOL)  # fmt: skip
+                                     gtol=ACQUISITION_GTOL,
+                                     avoid=torch.cat([x, x_pending]) if self.avoid_repeats else None)  # fmt: skip
         return self.space.decode(point.unsqueeze(0))[0]
 
 
