@@ -14,9 +14,11 @@ from _posterior import assert_posterior_with_grad_matches_autograd
 from meta_learning.search.gp import (
     GaussianProcess,
     GPPrior,
+    _matern52_and_slope,
     fit_gp,
     log_marginal_likelihood,
     log_marginal_likelihood_and_grad,
+    matern52,
     standardize,
 )
 
@@ -57,6 +59,29 @@ def test_posterior_matches_closed_form():
     mean, var = gp.posterior(xq)
     np.testing.assert_allclose(mean.numpy(), mean_ref, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(var.numpy(), var_ref, rtol=1e-8, atol=1e-11)
+
+
+def test_kernel_in_place_and_under_autograd_agree_with_the_element_wise_formula():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.rand(7, 3, generator=g, dtype=F64), torch.rand(5, 3, generator=g, dtype=F64)
+    ls = torch.tensor([0.3, 0.9, 2.0], dtype=F64)
+    a_copy, b_copy = a.clone(), b.clone()
+    ref = matern52_np(a.numpy(), b.numpy(), ls.numpy(), 1.7)
+    with torch.no_grad():  # in place
+        k_torch, slope = _matern52_and_slope(a, b, ls, 1.7)
+    k_np, slope_np = _matern52_and_slope(a.numpy(), b.numpy(), ls.numpy(), 1.7)  # NumPy: in place
+    a_rec = a.clone().requires_grad_(True)  # autograd recording: fresh arrays
+    k_rec = matern52(a_rec, b, ls, 1.7)
+    for k in (k_torch.numpy(), k_np, k_rec.detach().numpy()):
+        np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-14)
+    assert torch.equal(a, a_copy) and torch.equal(b, b_copy)  # the inputs are never written
+    # the slope G = -2 dk/d(r²): against a central difference of the kernel in r²
+    r2 = ((a[:, None] - b[None]) / ls).pow(2).sum(-1).numpy()
+    m52 = lambda q: 1.7 * (1 + np.sqrt(5 * q) + 5 * q / 3) * np.exp(-np.sqrt(5 * q))  # noqa: E731
+    np.testing.assert_allclose(slope.numpy(), -2 * (m52(r2 + 1e-7) - m52(r2 - 1e-7)) / 2e-7, rtol=1e-6)
+    np.testing.assert_allclose(slope_np, slope.numpy(), rtol=1e-14)
+    k_rec.sum().backward()  # and the recorded one differentiates
+    assert a_rec.grad is not None and torch.isfinite(a_rec.grad).all()
 
 
 def test_log_marginal_likelihood_matches_scipy():
