@@ -3,9 +3,9 @@ benchmark, side by side with the NAS-Bench-201 paper's baselines.
 
 Each strategy runs through ``NeuralArchitectureSearch``'s ask/tell loop (Optuna in-memory storage, one study per
 seed) with the table lookup as evaluator. A query is one trial; a repeated architecture counts as a query (its
-score comes from a cache). For each budget B we report, over seeds, the CIFAR-10 test accuracy of the best
-architecture among the first B queries (mean ± std), its regret to the table's optimum (94.37), and the fraction
-of seeds at >= 94.2.
+score comes from a cache; random search and evolution repeat, GP-BO does not: ``GPStrategy(avoid_repeats=True)``).
+For each budget B we report, over seeds, the CIFAR-10 test accuracy of the best architecture among the first B
+queries (mean ± std), its regret to the table's optimum (94.37), and the fraction of seeds at >= 94.2.
 
 Caveat: the shared table holds only the 200-epoch *test* accuracies, so our searches are guided by the test
 accuracy itself; the paper's baselines are guided by validation accuracy under a simulated time budget and
@@ -15,6 +15,7 @@ the comparison that matters here is between our strategies at equal query budget
 Usage:
     python benchmarks/nas_nb201.py --fast                                   # smoke: 3 seeds, budget 50, BO 2 x 30
     python benchmarks/nas_nb201.py --seeds 100 --budget 500 --bo-seeds 10 --bo-budget 200
+    python benchmarks/nas_nb201.py --combine a.json b.json --out all.json   # merge runs (seeds) of several JSONs
 """
 
 from __future__ import annotations
@@ -88,10 +89,11 @@ def _worker_seed(job: tuple[str, int, int, dict[str, Any]]) -> dict:
 def summarize(runs: list[dict], budgets: list[int], optimum: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for b in budgets:
-        if b > len(runs[0]["incumbent"]):
+        vals = [r["incumbent"][b - 1] for r in runs if len(r["incumbent"]) >= b]  # runs that reached B
+        if not vals:
             continue
-        vals = [r["incumbent"][b - 1] for r in runs]
         out[str(b)] = {
+            "n": len(vals),
             "mean": statistics.fmean(vals),
             "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
             "regret_mean": statistics.fmean(optimum - v for v in vals),
@@ -107,6 +109,46 @@ def summarize(runs: list[dict], budgets: list[int], optimum: float) -> dict[str,
     return out
 
 
+def report(results: dict[str, Any], budgets: list[int], optimum: float) -> None:
+    header = f"{'strategy':<14}{'seeds':>6}" + "".join(f"{'B=' + str(b):>18}" for b in budgets)
+    print("\nCIFAR-10 test accuracy (%) of the best of the first B queries, mean ± std (regret to "
+          f"{optimum:.2f} in brackets)")  # fmt: skip
+    print(header)
+    for strategy, r in results.items():
+        cells = []
+        for b in budgets:
+            s = r.get(str(b))
+            n = f" n={s['n']}" if s and s.get("n", r["seeds"]) != r["seeds"] else ""
+            cells.append(f"{s['mean']:.2f}±{s['std']:.2f} ({s['regret_mean']:.2f}){n}" if s else "-")
+        print(f"{strategy:<14}{r['seeds']:>6}" + "".join(f"{c:>18}" for c in cells))
+    print("\nfraction of seeds >= 94.2 / median queries to reach it / ms per query")
+    for strategy, r in results.items():
+        fracs = " ".join(f"B={b}:{r[str(b)]['frac_ge_94.2']:.2f}" for b in budgets if str(b) in r)
+        print(f"  {strategy:<14}{fracs}  median={r['median_queries_to_94.2']}  "
+              f"{1000 * r['seconds_per_query']:.1f} ms")  # fmt: skip
+    print("\npaper (NAS-Bench-201 Table 5, validation-guided, time budget): "
+          + ", ".join(f"{k} {m:.2f}" for k, m in PAPER.items()))  # fmt: skip
+
+
+def combine(paths: list[str], budgets: list[int], optimum: float) -> dict[str, Any]:
+    """Per strategy, the runs of every seed found in the JSONs at ``paths`` (a seed seen twice: the later file)."""
+    by_seed: dict[str, dict[int, dict]] = {}
+    for path in paths:
+        for strategy, r in json.loads(Path(path).read_text())["results"].items():
+            if "runs" not in r:
+                raise ValueError(f"{path}: {strategy} has no per-seed runs (written by an older revision)")
+            for i, run in enumerate(r["runs"]):
+                by_seed.setdefault(strategy, {})[r.get("first_seed", 0) + i] = run
+    results = {}
+    for strategy, seeds in by_seed.items():
+        runs = [seeds[k] for k in sorted(seeds)]
+        results[strategy] = summarize(runs, budgets, optimum) | {
+            "seeds": len(runs), "seed_list": sorted(seeds), "budget": min(len(r["incumbent"]) for r in runs),
+            "runs": runs, "combined_from": paths,
+        }  # fmt: skip
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast", action="store_true")
@@ -118,6 +160,7 @@ def main() -> None:
     ap.add_argument("--bo-first-seed", type=int, default=0, help="GP-BO seeds are first .. first + bo-seeds - 1")
     ap.add_argument("--workers", type=int, default=1, help="processes for the GP-BO seeds (one thread each)")
     ap.add_argument("--merge", action="store_true", help="keep other strategies' results already in --out")
+    ap.add_argument("--combine", nargs="+", metavar="JSON", help="merge the per-seed runs of these JSONs, no search")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "nas_nb201.json"))
     args = ap.parse_args()
     if args.fast:
@@ -128,7 +171,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     if args.merge and Path(args.out).is_file():
         results = json.loads(Path(args.out).read_text())["results"]
-    for strategy in args.strategies.split(","):
+    for strategy in [] if args.combine else args.strategies.split(","):
         seeds, budget = (args.bo_seeds, args.bo_budget) if strategy == "bayesian" else (args.seeds, args.budget)
         first = args.bo_first_seed if strategy == "bayesian" else 0
         start = time.perf_counter()
@@ -150,23 +193,9 @@ def main() -> None:
         }  # fmt: skip
         print(f"{strategy}: {seeds} seeds x {budget} queries in {results[strategy]['wall_s']:.0f} s", flush=True)
 
-    header = f"{'strategy':<14}{'seeds':>6}" + "".join(f"{'B=' + str(b):>18}" for b in budgets)
-    print("\nCIFAR-10 test accuracy (%) of the best of the first B queries, mean ± std (regret to "
-          f"{optimum:.2f} in brackets)")  # fmt: skip
-    print(header)
-    for strategy, r in results.items():
-        cells = []
-        for b in budgets:
-            s = r.get(str(b))
-            cells.append(f"{s['mean']:.2f}±{s['std']:.2f} ({s['regret_mean']:.2f})" if s else "-")
-        print(f"{strategy:<14}{r['seeds']:>6}" + "".join(f"{c:>18}" for c in cells))
-    print("\nfraction of seeds >= 94.2 / median queries to reach it / ms per query")
-    for strategy, r in results.items():
-        fracs = " ".join(f"B={b}:{r[str(b)]['frac_ge_94.2']:.2f}" for b in budgets if str(b) in r)
-        print(f"  {strategy:<14}{fracs}  median={r['median_queries_to_94.2']}  "
-              f"{1000 * r['seconds_per_query']:.1f} ms")  # fmt: skip
-    print("\npaper (NAS-Bench-201 Table 5, validation-guided, time budget): "
-          + ", ".join(f"{k} {m:.2f}" for k, m in PAPER.items()))  # fmt: skip
+    if args.combine:
+        results = combine(args.combine, budgets, optimum)
+    report(results, budgets, optimum)
     payload = {"machine": machine_info(), "args": vars(args), "command": " ".join(sys.argv), "optimum": optimum,
                "optimum_arch": str(best_arch),
                "results": results, "paper": PAPER}  # fmt: skip
