@@ -54,9 +54,20 @@ STRATEGIES = {"random": {}, "evolutionary": {"population_size": 10, "sample_size
 THRESHOLD = 94.2
 
 
-def run_seed(strategy: str, seed: int, budget: int, table: NASBench201Table, options: dict[str, Any]) -> dict:
+def run_seed(
+    strategy: str,
+    seed: int,
+    budget: int,
+    table: NASBench201Table,
+    options: dict[str, Any],
+    stop_at_optimum: bool = False,
+) -> dict:
+    """One search of ``budget`` queries. ``stop_at_optimum``: end the search once it has queried the table's best
+    architecture; the best-so-far accuracy can no longer change, so the incumbent curve is completed with the
+    optimum exactly as the remaining queries would have left it (time and ``unique`` then cover the queries made)."""
     nas = NeuralArchitectureSearch(NASBench201Space(), strategy=strategy, seed=seed, storage="memory", **options)
     evaluator = TabularEvaluator(table)
+    optimum = table.best()[1]
     start = time.perf_counter()
     # the public ask/tell loop: Searcher.optimize's progress postfix reads Optuna's best_trials, which deep-copies
     # every trial on every step (quadratic in the budget), and would dominate the time per query measured here
@@ -67,10 +78,15 @@ def run_seed(strategy: str, seed: int, budget: int, table: NASBench201Table, opt
         if key not in scores:
             scores[key] = evaluator(trial.architecture)
         nas.tell(trial, scores[key])
+        if stop_at_optimum and scores[key] >= optimum:
+            break
     elapsed = time.perf_counter() - start
     result = nas.result
-    return {"incumbent": result.incumbent(), "unique": len(scores), "best": result.best_architecture,
-            "seconds": elapsed}  # fmt: skip
+    incumbent = result.incumbent()
+    queried = len(incumbent)
+    incumbent += [incumbent[-1]] * (budget - queried)  # only after the optimum was found (stop_at_optimum)
+    return {"incumbent": incumbent, "unique": len(scores), "best": result.best_architecture, "seconds": elapsed,
+            "queried": queried}  # fmt: skip
 
 
 _TABLE: NASBench201Table | None = None
@@ -82,8 +98,8 @@ def _worker_seed(job: tuple[str, int, int, dict[str, Any]]) -> dict:
     torch.set_num_threads(1)
     if _TABLE is None:
         _TABLE = NASBench201Table()
-    strategy, seed, budget, options = job
-    return run_seed(strategy, seed, budget, _TABLE, options)
+    strategy, seed, budget, options, stop = job
+    return run_seed(strategy, seed, budget, _TABLE, options, stop)
 
 
 def summarize(runs: list[dict], budgets: list[int], optimum: float) -> dict[str, Any]:
@@ -103,8 +119,10 @@ def summarize(runs: list[dict], budgets: list[int], optimum: float) -> dict[str,
     reach = [next((k + 1 for k, v in enumerate(r["incumbent"]) if v >= THRESHOLD), math.inf) for r in runs]
     median = statistics.median(reach)
     out["median_queries_to_94.2"] = None if math.isinf(median) else median  # None: most seeds never reached it
-    out["seconds_per_query"] = statistics.fmean(r["seconds"] / len(r["incumbent"]) for r in runs)
-    out["unique_fraction"] = statistics.fmean(r["unique"] / len(r["incumbent"]) for r in runs)
+    made = [r.get("queried", len(r["incumbent"])) for r in runs]  # fewer than the budget with --stop-at-optimum
+    out["seconds_per_query"] = statistics.fmean(r["seconds"] / q for r, q in zip(runs, made, strict=True))
+    out["unique_fraction"] = statistics.fmean(r["unique"] / q for r, q in zip(runs, made, strict=True))
+    out["queries_made"] = statistics.fmean(made)
     out["n_seeds"] = len(runs)
     return out
 
@@ -160,6 +178,11 @@ def main() -> None:
     ap.add_argument("--bo-first-seed", type=int, default=0, help="GP-BO seeds are first .. first + bo-seeds - 1")
     ap.add_argument("--workers", type=int, default=1, help="processes for the GP-BO seeds (one thread each)")
     ap.add_argument("--merge", action="store_true", help="keep other strategies' results already in --out")
+    ap.add_argument(
+        "--stop-at-optimum",
+        action="store_true",
+        help="end a search once it found the table's optimum (its best-so-far curve cannot change)",
+    )
     ap.add_argument("--combine", nargs="+", metavar="JSON", help="merge the per-seed runs of these JSONs, no search")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "nas_nb201.json"))
     args = ap.parse_args()
@@ -180,16 +203,18 @@ def main() -> None:
         parallel = strategy == "bayesian" and args.workers > 1  # GP-BO seeds in worker processes, one thread each
         with ProcessPoolExecutor(args.workers) if parallel else contextlib.nullcontext() as pool:
             if pool is not None:
-                done = pool.map(_worker_seed, [(strategy, s, budget, STRATEGIES[strategy]) for s in seed_list])
+                jobs = [(strategy, s, budget, STRATEGIES[strategy], args.stop_at_optimum) for s in seed_list]
+                done = pool.map(_worker_seed, jobs)
             else:
-                done = (run_seed(strategy, s, budget, table, STRATEGIES[strategy]) for s in seed_list)
+                done = (run_seed(strategy, s, budget, table, STRATEGIES[strategy], args.stop_at_optimum)
+                        for s in seed_list)  # fmt: skip
             for s, run in zip(seed_list, done, strict=True):
                 runs.append(run)
                 if strategy == "bayesian":
                     print(f"  bayesian seed {s}: best {run['incumbent'][-1]:.2f} in {run['seconds']:.0f} s", flush=True)
         results[strategy] = summarize(runs, budgets, optimum) | {
             "seeds": seeds, "first_seed": first, "budget": budget, "wall_s": time.perf_counter() - start,
-            "runs": [{"incumbent": r["incumbent"], "unique": r["unique"], "seconds": r["seconds"]} for r in runs],
+            "runs": [{k: r[k] for k in ("incumbent", "unique", "seconds", "queried")} for r in runs],
         }  # fmt: skip
         print(f"{strategy}: {seeds} seeds x {budget} queries in {results[strategy]['wall_s']:.0f} s", flush=True)
 
