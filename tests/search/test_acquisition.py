@@ -12,7 +12,7 @@ from torch import Tensor
 
 from meta_learning.search import Categorical, Float, Int, SearchSpace
 from meta_learning.search.acquisition import (
-    _matches,
+    _RowSet,
     expected_improvement,
     log_expected_improvement,
     log_expected_improvement_and_grad,
@@ -204,14 +204,14 @@ def test_when_every_configuration_is_avoided_the_best_is_repeated():
     assert space.decode(best.unsqueeze(0))[0] == {"c": "b"}
 
 
-def test_matches_agrees_with_exact_distances():
+def test_row_set_membership_agrees_with_exact_distances():
     space = SearchSpace({"c": Categorical(("a", "b", "c", "d")), "k": Int(0, 100_000), "j": Int(1, 50, log=True)})
     g = torch.Generator().manual_seed(3)
     x = space.canonical(space.sample_encoded(3000, g))
     avoid = torch.cat([x[torch.randperm(3000, generator=g)[:400]], space.canonical(space.sample_encoded(100, g))])
     ref = torch.cdist(x, avoid, compute_mode="donot_use_mm_for_euclid_dist").min(1).values == 0
-    got = _matches(x, avoid)
+    got = _RowSet(avoid).contains(x)
     assert ref.sum() >= 400 and torch.equal(got, ref)
     # neighbouring integers differ by 1e-5 in the encoding and must not match
     near = space.encode([{"c": "a", "k": 50_000, "j": 7}, {"c": "a", "k": 50_001, "j": 7}])
-    assert _matches(near[:1], near[1:]).tolist() == [False]
+    assert _RowSet(near[1:]).contains(near[:1]).tolist() == [False]

@@ -123,6 +123,8 @@ def test_discrete_space_is_covered_without_repeats():
         bo.tell(t, value(t.params))
     # with every configuration evaluated, a further suggestion repeats rather than failing
     bo.optimize(value, num_trials=1)
+    last = bo.study.trials[-1]
+    assert last.state == TrialState.COMPLETE and (last.params["op"], last.params["k"]) in set(seen)
     # without the rule, the GP re-proposes evaluated configurations on this deterministic objective
     plain = Searcher(space, strategy="gp", direction="maximize", storage="memory", seed=0, avoid_repeats=False)
     plain.optimize(value, num_trials=20)

@@ -138,24 +138,39 @@ def _evaluate(acq: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 512) -> T
         return torch.cat([acq(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
 
 
-def _matches(x: Tensor, avoid: Tensor) -> Tensor:
-    """``[m]`` bool: which rows of ``x`` equal a row of ``avoid`` (both valid encoded configurations, equal when
-    they agree to 2⁻²⁰ in every column). Rows are hashed, and hash hits are confirmed column by column."""
-    qx, qa = (torch.round(a * 2**20).to(torch.int64) for a in (x, avoid))
-    # wrapping int64 arithmetic: a random linear hash of the quantised row (fixed odd coefficients)
-    coef = torch.randint(-(2**62), 2**62, (x.shape[1],), generator=torch.Generator().manual_seed(0)) | 1
-    hx, ha = (qx * coef).sum(1), (qa * coef).sum(1)
-    ha_sorted, order = torch.sort(ha)
-    pos = torch.searchsorted(ha_sorted, hx).clamp_max(ha.shape[0] - 1)
-    hit = ha_sorted[pos] == hx
-    rows = hit.nonzero().squeeze(1)  # confirm: a hash collision between different rows must not count
-    hit[rows] = (qx[rows] == qa[order[pos[rows]]]).all(1)
-    return hit
+class _RowSet:
+    """A set of valid encoded configurations ``[k, D]`` for membership tests of many rows.
+
+    Rows are equal when they agree to 2⁻²⁰ in every column. The set's rows are quantised, de-duplicated, hashed
+    and sorted once; a query hashes its rows, looks them up by binary search and confirms each hit column by column.
+    (Two different set rows with the same 64-bit hash, probability ~k²/2⁶⁴, could hide one of them.)
+    """
+
+    def __init__(self, rows: Tensor) -> None:
+        self._rows = torch.unique(self._quantise(rows), dim=0)
+        # a random linear hash with fixed odd coefficients, in wrapping int64 arithmetic
+        gen = torch.Generator().manual_seed(0)
+        self._coef = torch.randint(-(2**62), 2**62, (rows.shape[1],), generator=gen) | 1
+        self._hashes, self._order = torch.sort((self._rows * self._coef).sum(1))
+
+    @staticmethod
+    def _quantise(x: Tensor) -> Tensor:
+        return torch.round(x * 2**20).to(torch.int64)
+
+    def contains(self, x: Tensor) -> Tensor:
+        """``[m]`` bool: which rows of ``x [m, D]`` are in the set."""
+        qx = self._quantise(x)
+        hx = (qx * self._coef).sum(1)
+        pos = torch.searchsorted(self._hashes, hx).clamp_max(self._hashes.shape[0] - 1)
+        hit = self._hashes[pos] == hx
+        rows = hit.nonzero().squeeze(1)  # confirm: a hash collision between different rows must not count
+        hit[rows] = (qx[rows] == self._rows[self._order[pos[rows]]]).all(1)
+        return hit
 
 
-def _avoiding(acq: Callable[[Tensor], Tensor], avoid: Tensor, x: Tensor) -> Tensor:
-    """``acq(x)`` with ``-inf`` at the rows of ``x`` that equal a row of ``avoid``."""
-    return acq(x).masked_fill(_matches(x, avoid), -math.inf)
+def _avoiding(acq: Callable[[Tensor], Tensor], avoid: _RowSet, x: Tensor) -> Tensor:
+    """``acq(x)`` with ``-inf`` at the rows of ``x`` that are in ``avoid``."""
+    return acq(x).masked_fill(avoid.contains(x), -math.inf)
 
 
 def _candidates(space: SearchSpace, n: int, incumbents: Tensor, generator: torch.Generator) -> Tensor:
@@ -301,16 +316,18 @@ def maximize_acquisition(
             exhaustively (every configuration scored) instead of by candidates and coordinate search.
     """
     discrete = not space.float_columns
+    # avoidance applies where exact repeats happen: spaces without float parameters
+    avoided = _RowSet(space.canonical(avoid.to(F64))) if discrete and avoid is not None and avoid.shape[0] else None
     if discrete and (space.num_configurations or 0) <= max_enumerate:
         every = space.enumerate_encoded()
-        values = torch.nan_to_num(_evaluate(acq, every, chunk=2048), nan=-math.inf)
-        if avoid is not None and avoid.shape[0]:
-            hit = _matches(every, space.canonical(avoid.to(F64)))
+        values = torch.nan_to_num(_evaluate(acq, every), nan=-math.inf)
+        if avoided is not None:
+            hit = avoided.contains(every)
             if not hit.all():  # when every configuration is to be avoided, the best one is repeated
                 values = values.masked_fill(hit, -math.inf)
         return every[int(torch.argmax(values))]
-    if discrete and avoid is not None and avoid.shape[0]:
-        acq = functools.partial(_avoiding, acq, space.canonical(avoid.to(F64)))
+    if avoided is not None:
+        acq = functools.partial(_avoiding, acq, avoided)
     inc = incumbents if incumbents is not None else torch.zeros(0, space.dim, dtype=F64)
     cand = _candidates(space, num_candidates, inc.to(F64), generator)
     values = _evaluate(acq, cand)

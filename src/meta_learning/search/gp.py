@@ -150,12 +150,19 @@ def _xp(a: Tensor | np.ndarray) -> Any:
     return np if isinstance(a, np.ndarray) else torch
 
 
-def _matern52_and_slope(
-    x1: Array, x2: Array, lengthscale: Array, signal_var: Tensor | float, *, slope: bool = True
-) -> tuple[Array, Array | None]:
+def _matern52_and_slope(x1: Array, x2: Array, lengthscale: Array, signal_var: Tensor | float) -> tuple[Array, Array]:
     """``(k, G) [m, n]`` between ``x1 [m, D]`` and ``x2 [n, D]``: the Matern-5/2 kernel and
     ``G = (5/3) σ_f² (1 + √5 r) e^{-√5 r} = -2 dk/d(r²)``, so that ``∂k(x, x')/∂x_d = -G (x_d - x'_d) / ℓ_d²`` and
-    ``∂k/∂ log ℓ_d = G (x_d - x'_d)² / ℓ_d²`` (``G`` is None when ``slope=False``).
+    ``∂k/∂ log ℓ_d = G (x_d - x'_d)² / ℓ_d²``."""
+    k, g = _matern52(x1, x2, lengthscale, signal_var, slope=True)
+    assert g is not None  # for the type checker: slope=True always returns it
+    return k, g
+
+
+def _matern52(
+    x1: Array, x2: Array, lengthscale: Array, signal_var: Tensor | float, *, slope: bool
+) -> tuple[Array, Array | None]:
+    """The kernel and, when ``slope``, ``G`` of :func:`_matern52_and_slope` (else None).
 
     One formula for torch (differentiable by autograd) and NumPy (the fit). When no autograd graph is being
     recorded, every ``[m, n]`` step writes into the previous step's array: the kernel is element-wise work on
@@ -187,7 +194,7 @@ def _matern52_and_slope(
 
 def matern52(x1: Tensor, x2: Tensor, lengthscale: Tensor, signal_var: Tensor | float) -> Tensor:
     """Matern-5/2 ARD kernel matrix ``[m, n]`` between ``x1 [m, D]`` and ``x2 [n, D]``."""
-    return _matern52_and_slope(x1, x2, lengthscale, signal_var, slope=False)[0]
+    return _matern52(x1, x2, lengthscale, signal_var, slope=False)[0]
 
 
 _JITTERS = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4)  # relative to the mean diagonal, tried in turn when K is not PD
@@ -225,7 +232,6 @@ def log_marginal_likelihood_and_grad(
     n, dim = x.shape
     lengthscale, signal, noise = np.exp(theta[:dim]), math.exp(theta[dim]), math.exp(theta[dim + 1])
     k_f, slope = _matern52_and_slope(x, x, lengthscale, signal)
-    assert slope is not None
     k = k_f.copy()
     k[np.diag_indices(n)] += noise
     factor = _cholesky(k)
@@ -309,7 +315,6 @@ class GaussianProcess:
         if self._k_inv is None:
             self._k_inv = torch.cholesky_inverse(self._factor)
         k, slope = _matern52_and_slope(xq, self.x, self.lengthscale, self.signal_var)
-        assert slope is not None
         mean = k @ self.alpha
         b = k @ self._k_inv
         var = self.signal_var - (b * k).sum(-1)

@@ -362,9 +362,10 @@ class SearchSpace:
     def num_configurations(self) -> int | None:
         """How many configurations the space holds (an upper bound when there are conditions); None when it has a
         float parameter."""
-        sizes = [p.width if isinstance(p, Categorical) else p.high - p.low + 1 if isinstance(p, Int) else None
-                 for p in self.params.values()]  # fmt: skip
-        return None if None in sizes else math.prod(s for s in sizes if s is not None)
+        if self.float_columns:
+            return None
+        return math.prod(p.width if isinstance(p, Categorical) else p.high - p.low + 1
+                         for p in self.params.values() if isinstance(p, (Categorical, Int)))  # fmt: skip
 
     def enumerate_encoded(self) -> Tensor:
         """Every configuration of a space without float parameters, encoded ``[N, D]`` (each once, inactive columns
