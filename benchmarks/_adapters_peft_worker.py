@@ -23,8 +23,8 @@ def main() -> None:
             "--merge-check", "--seed", "--threads", "--eval-limit")  # fmt: skip
     for name in ints:
         p.add_argument(name, type=int, default=None)
-    for name in ("--lr", "--head-lr"):
-        p.add_argument(name, type=float)
+    for name in ("--lr", "--head-lr", "--max-grad-norm"):
+        p.add_argument(name, type=float, default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import peft
@@ -46,10 +46,19 @@ def main() -> None:
     if (trainable, total) != tuple(module.get_nb_trainable_parameters()):
         raise RuntimeError("counting disagrees with PEFT's get_nb_trainable_parameters")
     result: dict = {"impl": "peft", "peft": peft.__version__, "method": args.method, "lr": args.lr,
+                    "max_grad_norm": args.max_grad_norm,
                     "trainable": trainable, "total": total}  # fmt: skip
     groups = G.param_groups(module, args.lr, args.head_lr)
     result.update(
-        G.train(module, train_data, steps=args.steps, batch_size=args.batch_size, groups=groups, seed=args.seed)
+        G.train(
+            module,
+            train_data,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            groups=groups,
+            seed=args.seed,
+            max_grad_norm=args.max_grad_norm,
+        )
     )
     result.update({f"dev_{k}": v for k, v in G.evaluate(module, dev_data, limit=args.eval_limit).items()})
     tb, ir = args.timing_batch_size, args.inference_repeats

@@ -135,8 +135,18 @@ def param_groups(model: nn.Module, lr: float, head_lr: float) -> list[dict]:
     return [g for g in ({"params": head, "lr": head_lr}, {"params": body, "lr": lr}) if g["params"]]
 
 
-def train(model: nn.Module, data: Tokenised, *, steps: int, batch_size: int, groups: list[dict], seed: int) -> dict:
-    """AdamW over ``groups``, linear warm-up (10%) then linear decay; returns timings and the final loss."""
+def train(
+    model: nn.Module,
+    data: Tokenised,
+    *,
+    steps: int,
+    batch_size: int,
+    groups: list[dict],
+    seed: int,
+    max_grad_norm: float | None = None,
+) -> dict:
+    """AdamW over ``groups``, linear warm-up (10%) then linear decay, the gradient's global norm clipped to
+    ``max_grad_norm`` when given; returns timings and the final loss."""
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -151,6 +161,8 @@ def train(model: nn.Module, data: Tokenised, *, steps: int, batch_size: int, gro
         loss = F.cross_entropy(model(**inputs), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], max_grad_norm)
         opt.step()
         sched.step()
         wall.append(time.perf_counter() - t0)

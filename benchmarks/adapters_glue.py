@@ -109,7 +109,7 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     from transformers import AutoTokenizer
 
-    lr, kwargs = METHODS[args.method]
+    lr, kwargs = args.method_lr, METHODS[args.method][1]
     tok = AutoTokenizer.from_pretrained(model_path())
     train_split = G.subset(G.read_split(args.task, "train"), args.steps * args.batch_size, args.seed)
     train_data = G.Tokenised(tok, train_split, args.max_length)
@@ -119,14 +119,23 @@ def worker(args: argparse.Namespace) -> dict:
     if args.method == "lora" and args.init_dir:
         module.save_pretrained(args.init_dir)  # PEFT's LoRA run starts from these weights
     trainable, total = G.count(module)
-    result: dict = {"impl": "ours", "method": args.method, "lr": lr, "trainable": trainable, "total": total}
+    result: dict = {"impl": "ours", "method": args.method, "lr": lr, "max_grad_norm": args.max_grad_norm,
+                    "trainable": trainable, "total": total}  # fmt: skip
     if hasattr(module, "efficiency"):
         eff = module.efficiency()
         if (eff.trainable, eff.total) != (trainable, total):
             raise RuntimeError(f"efficiency() says {eff}, counting gives {trainable} of {total}")
     groups = G.param_groups(module, lr, args.head_lr)
     result.update(
-        G.train(module, train_data, steps=args.steps, batch_size=args.batch_size, groups=groups, seed=args.seed)
+        G.train(
+            module,
+            train_data,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            groups=groups,
+            seed=args.seed,
+            max_grad_norm=args.max_grad_norm,
+        )
     )
     result.update({f"dev_{k}": v for k, v in G.evaluate(module, dev_data, limit=args.eval_limit).items()})
     tb, ir = args.timing_batch_size, args.inference_repeats
@@ -167,6 +176,19 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=None, help="max tokens; default: TASK_DEFAULTS")
     p.add_argument("--timing-batch-size", type=int, default=32, help="examples in the timed train/inference step")
     p.add_argument("--head-lr", type=float, default=2e-3)
+    p.add_argument(
+        "--lr",
+        action="append",
+        default=[],
+        metavar="METHOD=LR",
+        help="a method's adapter/body learning rate instead of the METHODS table's (repeatable)",
+    )
+    p.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=None,
+        help="clip the gradient's global norm to this (every method; default: no clipping)",
+    )
     p.add_argument("--eval-limit", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5, help="timed fixed-batch train steps (median); 0: skip")
     p.add_argument("--inference-repeats", type=int, default=None, help="timed forwards (default --repeats; 0: skip)")
@@ -180,6 +202,7 @@ def main() -> None:
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--method-lr", type=float, help=argparse.SUPPRESS)
     p.add_argument("--init-dir", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -194,6 +217,15 @@ def main() -> None:
     if args.worker:
         Path(args.out).write_text(json.dumps(worker(args)))
         return
+    rates = {m: lr for m, (lr, _) in METHODS.items()}
+    for item in args.lr:
+        method, _, value = item.partition("=")
+        if method not in METHODS:
+            p.error(f"--lr {item!r}: unknown method {method!r}; methods: {', '.join(METHODS)}")
+        try:
+            rates[method] = float(value)
+        except ValueError:
+            p.error(f"--lr {item!r}: {value!r} is not a number (expected METHOD=LR, e.g. lora=3e-3)")
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)
     init_dir = out_dir / ("adapters_glue_lora_init" + (f"_{args.tag}" if args.tag else ""))
@@ -204,12 +236,14 @@ def main() -> None:
               "--seed", str(args.seed), "--threads", str(args.threads)]  # fmt: skip
     if args.eval_limit is not None:
         common += ["--eval-limit", str(args.eval_limit)]
+    if args.max_grad_norm is not None:
+        common += ["--max-grad-norm", str(args.max_grad_norm)]
     results = []
     methods = args.methods.split(",")
     for method in methods:
         out = out_dir / f".adapters_glue_{method}.json"
-        cmd = [sys.executable, __file__, "--worker", "--method", method, "--out", str(out), "--init-dir", str(init_dir),
-               *common]  # fmt: skip
+        cmd = [sys.executable, __file__, "--worker", "--method", method, "--method-lr", str(rates[method]),
+               "--out", str(out), "--init-dir", str(init_dir), *common]  # fmt: skip
         r = run(cmd, out)
         if r:
             results.append(r)
@@ -217,7 +251,7 @@ def main() -> None:
         if method in PEFT_METHODS and Path(args.peers_python).exists():
             out = out_dir / f".adapters_glue_peft_{method}.json"
             cmd = [args.peers_python, str(HERE / "_adapters_peft_worker.py"), "--method", method, "--out", str(out),
-                   "--init-dir", str(init_dir), "--model-path", model_path(), "--lr", str(METHODS[method][0]),
+                   "--init-dir", str(init_dir), "--model-path", model_path(), "--lr", str(rates[method]),
                    "--ia3-targets", IA3_TARGETS, "--ia3-feedforward", IA3_FEEDFORWARD, *common]  # fmt: skip
             r = run(cmd, out)
             if r:
@@ -234,6 +268,7 @@ def main() -> None:
     report = {
         "machine": machine_info(), "task": args.task, "steps": args.steps, "batch_size": args.batch_size,
         "max_length": args.max_length, "timing_batch_size": args.timing_batch_size, "head_lr": args.head_lr,
+        "lr": {m: rates[m] for m in methods}, "max_grad_norm": args.max_grad_norm,
         "worker_torch_threads": args.threads,  # machine_info() describes this parent process, not the workers
         "eval_limit": args.eval_limit, "seed": args.seed,
         "peft": peers, "transformers": transformers.__version__, "results": results,
