@@ -48,19 +48,7 @@ def main() -> None:
     result: dict = {"impl": "peft", "peft": peft.__version__, "method": args.method, "lr": args.lr,
                     "max_grad_norm": args.max_grad_norm,
                     "trainable": trainable, "total": total}  # fmt: skip
-    groups = G.param_groups(module, args.lr, args.head_lr)
-    result.update(
-        G.train(
-            module,
-            train_data,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            groups=groups,
-            seed=args.seed,
-            max_grad_norm=args.max_grad_norm,
-        )
-    )
-    result.update({f"dev_{k}": v for k, v in G.evaluate(module, dev_data, limit=args.eval_limit).items()})
+    result.update(G.fit_and_score(module, train_data, dev_data, args.lr, args))
     tb, ir = args.timing_batch_size, args.inference_repeats
     result["train_step"] = G.timed_train_step(module, train_data, tb, args.repeats, args.seed)
     result["inference"] = {"adapted": G.inference_time(module, dev_data, tb, ir)}

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -175,6 +176,16 @@ def train(
         "step_cpu_median_s": statistics.median(cpu),
         "final_train_loss": sum(tail) / len(tail),
     }
+
+
+def fit_and_score(model: nn.Module, train_data: Tokenised, dev_data: Tokenised, lr: float, args: Any) -> dict:
+    """:func:`train` with the body/adapter at ``lr`` and the head at ``args.head_lr``, then :func:`evaluate` on the
+    dev set (``dev_``-prefixed keys); ``args`` carries the shared command-line options of both benchmark workers."""
+    groups = param_groups(model, lr, args.head_lr)
+    out = train(model, train_data, steps=args.steps, batch_size=args.batch_size, groups=groups, seed=args.seed,
+                max_grad_norm=args.max_grad_norm)  # fmt: skip
+    out.update({f"dev_{k}": v for k, v in evaluate(model, dev_data, limit=args.eval_limit).items()})
+    return out
 
 
 @torch.no_grad()

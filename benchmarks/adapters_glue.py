@@ -127,19 +127,7 @@ def worker(args: argparse.Namespace) -> dict:
         eff = module.efficiency()
         if (eff.trainable, eff.total) != (trainable, total):
             raise RuntimeError(f"efficiency() says {eff}, counting gives {trainable} of {total}")
-    groups = G.param_groups(module, lr, args.head_lr)
-    result.update(
-        G.train(
-            module,
-            train_data,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            groups=groups,
-            seed=args.seed,
-            max_grad_norm=args.max_grad_norm,
-        )
-    )
-    result.update({f"dev_{k}": v for k, v in G.evaluate(module, dev_data, limit=args.eval_limit).items()})
+    result.update(G.fit_and_score(module, train_data, dev_data, lr, args))
     tb, ir = args.timing_batch_size, args.inference_repeats
     result["train_step"] = G.timed_train_step(module, train_data, tb, args.repeats, args.seed)
     result["inference"] = {"adapted": G.inference_time(module, dev_data, tb, ir)}
