@@ -62,6 +62,28 @@ def test_prediction_of_the_final_value_from_half_a_curve():
     assert loss_pred.mean == pytest.approx(-pred.mean, abs=2e-3)
 
 
+def test_predictive_variance_has_the_equal_weight_floor():
+    """On a curve no family describes (two phases), the families extrapolate differently and the BIC weights pick
+    one: the std is then the equal-weight mixture's spread about the BIC mean, per the module's formula."""
+    x = np.arange(1, 13, dtype=float)
+    observed = torch.as_tensor(0.9 - 0.5 * np.exp(-x / 3) - 0.2 / (1 + x / 30), dtype=F64)
+    analyzer = LearningCurveAnalyzer(mode="max", bounds=(0.0, 1.0))
+    pred = analyzer.predict(observed, at=60)
+    assert set(pred.extrapolations) == set(pred.weights) and len(pred.weights) >= 3
+    fits = {f.name: f for f in analyzer.fit(observed)}
+    names = sorted(pred.weights)
+    w = torch.tensor([pred.weights[k] for k in names], dtype=F64)
+    mu = torch.tensor([pred.extrapolations[k] for k in names], dtype=F64)
+    s2 = torch.cat([fits[k].predict(torch.tensor([60.0], dtype=F64))[1] for k in names])
+    assert torch.allclose(mu, torch.cat([fits[k].predict(torch.tensor([60.0], dtype=F64))[0] for k in names]))
+    mean = float((w * mu).sum())
+    bic_var = float((w * (s2 + mu**2)).sum()) - mean**2
+    equal_var = float((s2 + (mu - mean) ** 2).mean())
+    assert pred.mean == pytest.approx(mean, rel=1e-12)
+    assert equal_var > 2 * bic_var  # the floor binds here
+    assert pred.std == pytest.approx(math.sqrt(equal_var), rel=1e-9)
+
+
 def test_too_short_curves_fall_back_to_the_last_value_and_say_so():
     pred = LearningCurveAnalyzer(min_points=5).predict([1.0, 0.8, 0.7], at=10)
     assert pred.method == "last_value" and pred.mean == 0.7 and pred.weights == {}

@@ -4,9 +4,15 @@ Notation: ``v [n]`` the observed values at steps ``x [n]`` (default ``1..n``), `
 (``mode="max"``) and ``-1`` otherwise; every family of :mod:`.curves` is fitted to ``s v`` (a rising curve).
 ``W`` the trend window (last ``W`` points), ``span`` the range of the whole curve.
 
-- Prediction at ``x*``: the BIC-weighted mixture of family fits (:mod:`.curves`), returned with its standard
-  deviation; fits whose extrapolation leaves ``bounds`` or falls over ``[x_n, x*]`` by more than the noise are
-  discarded (Domhan et al. 2015 constrain curves the same way with their prior).
+- Prediction at ``x*``: the BIC-weighted mixture of family fits (:mod:`.curves`); fits whose extrapolation
+  leaves ``bounds`` or falls over ``[x_n, x*]`` by more than the noise are discarded (Domhan et al. 2015 constrain
+  curves the same way with their prior). With ``K`` kept families, extrapolations ``μ_k ± σ_k`` and BIC weights
+  ``w_k ∝ exp(-BIC_k / 2)``: mean ``μ = Σ w_k μ_k``; variance
+  ``max(Σ w_k (σ_k² + μ_k²) - μ², (1/K) Σ_k (σ_k² + (μ_k - μ)²))`` — at least the spread of an equal-weight
+  mixture of every plausible family about ``μ``. BIC assumes independent residuals; a learning curve's deviations
+  from any one family are autocorrelated, so BIC all but picks one family and its variance alone is
+  overconfident (benchmarks/RESULTS.md, issue 6: the truth fell inside ±2σ for 46-75% of real curves, 80-88% with
+  the equal-weight floor).
 - Plateau (the relative-threshold rule of ``ReduceLROnPlateau``): the best of the last ``W`` values improves on
   the best before them by less than ``plateau_tol * |best before|``.
 - Divergence: a non-finite value, or the mean of the last three values is worse than the first value by more than
@@ -40,7 +46,8 @@ _NORMAL = torch.distributions.Normal(torch.tensor(0.0, dtype=F64), torch.tensor(
 
 @dataclass(frozen=True)
 class CurvePrediction:
-    """Predicted value ``mean ± std`` at step ``at``, with the weight of each family that entered the mixture.
+    """Predicted value ``mean ± std`` at step ``at``, with the BIC weight and the extrapolated value of each family
+    that entered the mixture.
 
     ``weights`` is empty when no family could be fitted; the prediction is then the last value (its std the
     spread of the last few values), and ``method`` says so.
@@ -51,6 +58,7 @@ class CurvePrediction:
     std: float
     weights: dict[str, float] = field(default_factory=dict)
     method: str = "family_mixture"
+    extrapolations: dict[str, float] = field(default_factory=dict)
 
 
 def _as_curve(values: Sequence[float] | Tensor, steps: Sequence[float] | Tensor | None) -> tuple[Tensor, Tensor]:
@@ -163,8 +171,10 @@ class LearningCurveAnalyzer:
         variances = torch.tensor([k[3] for k in kept], dtype=F64)
         mean = float((w * means).sum())
         var = float((w * (variances + means**2)).sum()) - mean**2
+        var = max(var, float((variances + (means - mean) ** 2).mean()))  # the equal-weight floor (module notes)
         weights = {k[0]: float(wi) for k, wi in zip(kept, w.tolist(), strict=True)}
-        return CurvePrediction(float(at), mean, math.sqrt(max(var, 0.0)), weights)
+        values = {k[0]: k[2] for k in kept}
+        return CurvePrediction(float(at), mean, math.sqrt(max(var, 0.0)), weights, extrapolations=values)
 
     def probability_of_improving(
         self,
