@@ -173,8 +173,8 @@ class LearningCurveAnalyzer:
         var = float((w * (variances + means**2)).sum()) - mean**2
         var = max(var, float((variances + (means - mean) ** 2).mean()))  # the equal-weight floor (module notes)
         weights = {k[0]: float(wi) for k, wi in zip(kept, w.tolist(), strict=True)}
-        values = {k[0]: k[2] for k in kept}
-        return CurvePrediction(float(at), mean, math.sqrt(max(var, 0.0)), weights, extrapolations=values)
+        extrapolated = {k[0]: k[2] for k in kept}
+        return CurvePrediction(float(at), mean, math.sqrt(max(var, 0.0)), weights, extrapolations=extrapolated)
 
     def probability_of_improving(
         self,
