@@ -59,6 +59,35 @@ def test_linear_forward_and_merged_weight_closed_form():
     assert torch.equal(fc1.base_layer.weight, W)
 
 
+def test_linear_forward_any_leading_shape_and_autocast():
+    """The fused addmm path keeps the closed form (values and gradients) for 1-D and 3-D inputs, and runs under
+    autocast."""
+    net = toy_net(dtype=F64)
+    ad = lora(net)
+    randomise(ad.trainable_parameters())
+    fc1 = net.fc1
+    W, b = fc1.base_layer.weight, fc1.base_layer.bias
+    A, B = fc1.lora_A["default"].weight, fc1.lora_B["default"].weight
+    for shape in ((12,), (2, 5, 12)):
+        x = torch.randn(*shape, dtype=F64, requires_grad=True)
+        out = fc1(x)
+        expected = x @ W.T + b + 2.0 * (x @ A.T) @ B.T
+        assert out.shape == expected.shape
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+        g = torch.randn_like(out)
+        got = torch.autograd.grad(out, (x, A, B), g)
+        want = torch.autograd.grad(expected, (x, A, B), g)
+        for u, v in zip(got, want, strict=True):
+            torch.testing.assert_close(u, v, rtol=0, atol=1e-12)
+    net32 = toy_net()
+    randomise(lora(net32).trainable_parameters())
+    x = torch.randn(2, 5, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts addmm's operands like linear's
+        out = net32.fc1(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), net32.fc1(x), rtol=0.05, atol=0.05)
+
+
 def test_conv_merged_weight_closed_form():
     net = toy_net(dtype=F64)
     ad = lora(net)
