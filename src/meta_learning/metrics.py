@@ -111,9 +111,12 @@ class ContinualMetrics:
 
     Attributes:
         average_accuracy: ``A_T = (1/T) sum_j R[T-1, j]``, the mean final accuracy over all experiences.
-        average_forgetting: ``F_T = (1/(T-1)) sum_{j<T-1} max_{l<T-1} R[l, j] - R[T-1, j]`` (Chaudhry et al. 2018).
+        average_forgetting: ``F_T = (1/(T-1)) sum_{j<T-1} max_{l<T-1} R[l, j] - R[T-1, j]`` (Chaudhry et al. 2018;
+            the maximum includes rows ``l < j``, see :func:`forgetting`).
         bwt: backward transfer ``(1/(T-1)) sum_{i<T-1} R[T-1, i] - R[i, i]`` (Lopez-Paz & Ranzato 2017).
-        fwt: forward transfer ``(1/(T-1)) sum_{i>=1} R[i-1, i] - b[i]``; ``None`` without ``b``.
+        fwt: forward transfer ``(1/(T-1)) sum_{i>=1} R[i-1, i] - b[i]``; ``None`` without ``b``, and for
+            class-incremental runs that mask the output units of unseen classes, where ``R[i-1, i] = 0`` by
+            construction (:class:`~meta_learning.continual.loop.StreamResult` passes no ``b`` for those).
         final_accuracies: ``R[T-1, :]``.
     """
 
@@ -152,7 +155,16 @@ def average_accuracy(matrix: Sequence[Sequence[float]] | Tensor, k: int | None =
 
 
 def forgetting(matrix: Sequence[Sequence[float]] | Tensor, k: int | None = None) -> list[float]:
-    """Per-experience forgetting after step ``k``: ``f_j = max_{l<k} R[l, j] - R[k, j]`` for ``j < k``."""
+    """Per-experience forgetting after step ``k``: ``f_j = max_{l<k} R[l, j] - R[k, j]`` for ``j < k``.
+
+    This is Chaudhry et al. (2018)'s definition taken literally: ``f_j^k = max_{l in 1..k-1} a_{l,j} - a_{k,j}``,
+    the maximum over *every* earlier row, including rows ``l < j`` measured before experience ``j`` was trained
+    (on purpose, not an off-by-one). Those rows rarely decide the maximum (masked classes score 0 and an untrained
+    head about chance), but when an experience was already solved before its own training (positive forward
+    transfer, e.g. in a domain-incremental stream) they count as its best accuracy. Avalanche's forgetting uses
+    another convention, the accuracy right after the experience's own training minus the current one,
+    ``R[j, j] - R[k, j]`` (no maximum); compute that from the matrix when comparing with Avalanche.
+    """
     r = _accuracy_matrix(matrix)
     k = _step(r, k)
     return [float(r[:k, j].max() - r[k, j]) for j in range(k)]
@@ -174,7 +186,13 @@ def backward_transfer(matrix: Sequence[Sequence[float]] | Tensor) -> float:
 
 
 def forward_transfer(matrix: Sequence[Sequence[float]] | Tensor, initial: Sequence[float] | Tensor) -> float:
-    """FWT ``= (1/(T-1)) sum_{i>=1} R[i-1, i] - b[i]``, ``b`` the accuracies before training; 0 for one experience."""
+    """FWT ``= (1/(T-1)) sum_{i>=1} R[i-1, i] - b[i]``, ``b`` the accuracies before training; 0 for one experience.
+
+    Lopez-Paz & Ranzato (2017), ``b[i]`` the accuracy of the randomly initialised model on experience ``i``. It
+    needs ``R[i-1, i]`` to be a real prediction on experience ``i``: in a class-incremental run whose unseen classes
+    are masked it is 0 by construction and the result is just ``-mean(b[1:])``; don't call it for such runs (the
+    continual loop reports ``None`` there).
+    """
     r = _accuracy_matrix(matrix)
     b = torch.as_tensor(initial, dtype=torch.float64).reshape(-1)
     t = r.shape[0]

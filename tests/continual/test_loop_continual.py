@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -20,6 +21,7 @@ from meta_learning.continual import (
     train_stream,
 )
 from meta_learning.data.streams import TensorClassificationDataset, split_classes
+from meta_learning.metrics import forward_transfer
 
 
 def toy_stream(scenario, n_tasks=3):
@@ -64,8 +66,28 @@ def test_accuracy_matrix_rows_are_evaluations_after_each_experience():
     assert result.accuracy_matrix[0][1] == 0.0  # class-IL: classes of later tasks are masked
     m = result.metrics()
     assert m.average_accuracy == pytest.approx(sum(result.accuracy_matrix[-1]) / 3)
+    # FWT used to be reported here, but R[i-1][i] = 0 by construction made it -mean(b[1:]) whatever was learned
+    b = result.initial_accuracies
+    assert forward_transfer(result.accuracy_matrix, b) == pytest.approx(-(b[1] + b[2]) / 2)
+    assert m.fwt is None and "mask_unseen_classes=True" in result.fwt_undefined
+    assert result.to_dict()["metrics"]["fwt"] is None
     assert len(result.train_time_s) == len(result.eval_time_s) == 3
     assert result.to_dict()["metrics"]["bwt"] == pytest.approx(m.bwt)
+
+
+@pytest.mark.parametrize(("scenario", "mask"), [("class", False), ("domain", True), ("task", True)])
+def test_fwt_is_lopez_paz_ranzato_where_defined(scenario, mask):
+    stream = toy_stream(scenario)
+    torch.manual_seed(0)
+    config = TrainConfig(iterations=30)
+    if scenario == "task":
+        naive = Naive(MultiHeadClassifier(nn.Linear(8, 16), 16, 2), config=config)
+    else:
+        naive = Naive(nn.Linear(8, stream.num_classes), config=config, mask_unseen_classes=mask)
+    result = train_stream(naive, stream)
+    r, b = result.accuracy_matrix, result.initial_accuracies
+    assert result.fwt_undefined is None
+    assert result.metrics().fwt == pytest.approx(((r[0][1] - b[1]) + (r[1][2] - b[2])) / 2)
 
 
 def test_multi_head_rows_evaluate_future_tasks_on_a_copy():
@@ -78,6 +100,33 @@ def test_multi_head_rows_evaluate_future_tasks_on_a_copy():
     row = evaluate_row(naive, stream)
     assert len(row) == 3 and naive.model.known_tasks() == [0]  # the live model did not grow
     assert len(result.accuracy_matrix) == 3
+
+
+def test_strategy_evaluate_mid_stream_uses_fresh_heads_for_unseen_tasks():
+    """Strategy.evaluate raised "task_id=1 is unknown" for a multi-head model after 1 of 2 tasks."""
+    stream = toy_stream("task", n_tasks=2)
+    torch.manual_seed(0)
+    naive = Naive(MultiHeadClassifier(nn.Linear(8, 4), 4, 2), config=TrainConfig(iterations=20))
+    naive.learn_task(*stream[0].train.tensors(), task_id=0)
+    live = {k: v.clone() for k, v in naive.model.state_dict().items()}
+    ev = naive.evaluate(stream)
+    # reference: task 0 on the live model; task 1 on a copy given the head task 1 will start from (seeded by id)
+    fresh = copy.deepcopy(naive.model).eval()
+    fresh.prepare_task(1)
+    expected = []
+    for t in (0, 1):
+        x, y = stream[t].test.tensors()
+        with torch.no_grad():
+            expected.append(float((fresh(x, t).argmax(1) == y).float().mean()))
+    assert ev.accuracies == pytest.approx(tuple(expected), abs=0)
+    assert ev.task_ids == (0, 1) and ev.untrained_heads == (1,)
+    assert naive.model.known_tasks() == [0]  # the live model did not grow or change
+    assert all(torch.equal(v, naive.model.state_dict()[k]) for k, v in live.items())
+    assert list(ev.accuracies) == evaluate_row(naive, stream)
+    tuples = naive.evaluate([(*stream[t].test.tensors(), t) for t in (0, 1)])
+    assert tuples.accuracies == ev.accuracies and tuples.untrained_heads == (1,)
+    naive.learn_task(*stream[1].train.tensors(), task_id=1)
+    assert naive.evaluate(stream).untrained_heads == ()
 
 
 class Crash(Exception):

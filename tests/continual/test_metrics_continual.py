@@ -36,6 +36,12 @@ def test_forgetting_is_drop_from_best_earlier_accuracy():
     assert average_forgetting(R, 0) == 0.0
 
 
+def test_forgetting_maximum_includes_rows_before_the_experience_was_trained():
+    # Chaudhry et al.'s literal max over l < k: experience 1 scored 0.90 before its own training (row 0), 0.70 after
+    r = [[0.9, 0.9, 0.1], [0.8, 0.7, 0.2], [0.8, 0.6, 0.9]]
+    assert forgetting(r) == pytest.approx([0.9 - 0.8, 0.9 - 0.6])  # not Avalanche's R[1, 1] - R[2, 1] = 0.1
+
+
 def test_bwt_and_fwt_follow_lopez_paz_ranzato():
     assert backward_transfer(R) == pytest.approx(((0.50 - 0.90) + (0.70 - 0.80)) / 2)
     # R[i-1, i] - b[i] for i = 1, 2

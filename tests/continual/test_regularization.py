@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -64,7 +65,9 @@ def test_fisher_linear_path_equals_per_example_squared_gradients(kind):
     model = mlp(dtype=F64)
     x, y = blobs(7, [0, 1, 2, 3], dtype=F64)
     assert _linear_fisher(model, x, y, None, kind, None, torch.Generator().manual_seed(3)) is not None
-    fisher = fisher_diagonal(model, x, y, kind=kind, generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the closed form applies: no fallback warning
+        fisher = fisher_diagonal(model, x, y, kind=kind, generator=torch.Generator().manual_seed(3))
     ref = hand_fisher(model, x, y, kind, draws=draws_for(model, x, 3))
     for (name, _), r in zip(model.named_parameters(), ref, strict=True):
         torch.testing.assert_close(fisher[name], r, rtol=1e-10, atol=1e-14)
@@ -110,6 +113,41 @@ def test_fisher_with_masked_units_and_with_a_reused_layer():
         torch.testing.assert_close(fisher[name], r, rtol=1e-10, atol=1e-14)
 
 
+class TiedLinear(nn.Module):
+    """``a``'s weight is used by ``F.linear`` outside ``a``'s own call: never (``call_a=False``) or besides it."""
+
+    def __init__(self, call_a):
+        super().__init__()
+        self.call_a = call_a
+        self.a, self.out = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x)) if self.call_a else x
+        return self.out(torch.tanh(F.linear(h, self.a.weight, self.a.bias)))
+
+
+@pytest.mark.parametrize("kind", ["true", "empirical", "sampled"])
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [("inplace_relu", "modified in place"), ("f_linear_only", "used outside"), ("tied", "used outside")],
+)
+def test_fisher_falls_back_to_per_example_gradients_when_the_closed_form_breaks(case, reason, kind):
+    """An in-place op on a Linear's output, or its weight used through F.linear, made the closed form wrong (first
+    layer ~1.45x too high; the F.linear-only weight 0); now it warns and matches per-example gradients."""
+    torch.manual_seed(2)
+    if case == "inplace_relu":
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(inplace=True), nn.Linear(16, 3)).to(F64)
+    else:
+        model = TiedLinear(call_a=case == "tied").to(F64)
+    x, y = blobs(5, [0, 1, 2], dtype=F64)
+    with pytest.warns(UserWarning, match=reason):
+        fisher = fisher_diagonal(model, x, y, kind=kind, generator=torch.Generator().manual_seed(4))
+    ref = hand_fisher(model, x, y, kind, draws=draws_for(model, x, 4))
+    for (name, _), r in zip(model.named_parameters(), ref, strict=True):
+        assert float(r.abs().sum()) > 0.0
+        torch.testing.assert_close(fisher[name], r, rtol=1e-10, atol=1e-14)
+
+
 def test_fisher_of_a_multi_head_model_only_touches_the_task_head():
     torch.manual_seed(0)
     model = MultiHeadClassifier(nn.Sequential(nn.Linear(8, 6), nn.Tanh()), 6, 2).to(F64)
@@ -117,6 +155,7 @@ def test_fisher_of_a_multi_head_model_only_touches_the_task_head():
     model.prepare_task(1)
     model.to(F64)
     x, y = blobs(6, [0, 1], dtype=F64)
+    assert _linear_fisher(model, x, y, 1, "true", None, None) is not None  # unused heads do not break it
     fisher = fisher_diagonal(model, x, y, task_id=1, kind="true")
     ref = hand_fisher(model, x, y, "true", task_id=1)
     for (name, _), r in zip(model.named_parameters(), ref, strict=True):
@@ -197,6 +236,31 @@ def test_online_ewc_accumulates_a_decayed_fisher_and_moves_the_anchor():
         torch.testing.assert_close(running[n], expected, rtol=1e-12, atol=1e-18)
         assert torch.equal(anchor[n], dict(model.named_parameters())[n].detach())
     assert ewc.penalty().item() == 0.0
+    # the penalty uses the decayed running Fisher, gamma F~ (Schwarz et al. 2018): (lambda/2) sum gamma F~ (d)^2
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    params = dict(model.named_parameters())
+    expected = 0.5 * 10.0 * sum(
+        float((gamma * (gamma * (gamma * fishers[0][n] + fishers[1][n]) + fishers[2][n])
+               * (params[n].detach() - anchor[n]).pow(2)).sum())
+        for n in running
+    )  # fmt: skip
+    assert ewc.penalty().item() == pytest.approx(expected, rel=1e-10)
+    grads = torch.autograd.grad(ewc.penalty(), list(model.parameters()))
+    for (n, p), g in zip(model.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(g, 10.0 * gamma * running[n] * (p.detach() - anchor[n]), rtol=1e-10, atol=1e-15)
+
+
+def test_online_ewc_with_gamma_one_penalises_like_the_offline_sum(two_tasks):
+    online = EWC(mlp(dtype=F64), ewc_lambda=7.0, online=True, gamma=1.0, config=TrainConfig(batch_size=8))
+    fishers = train_ewc(online, two_tasks)
+    anchor, _ = online.terms[0]
+    with torch.no_grad():
+        for p in online.model.parameters():
+            p.add_(torch.randn_like(p))
+    summed = {n: fishers[0][n] + fishers[1][n] for n in fishers[0]}
+    assert online.penalty().item() == pytest.approx(closed_form_penalty(online.model, [(anchor, summed)], 7.0))
 
 
 def test_ewc_fisher_samples_uses_a_seeded_subset(two_tasks):

@@ -22,6 +22,7 @@ so the state that carries from task to task is the model plus each strategy's ow
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import sys
@@ -108,11 +109,16 @@ class TaskLog:
 
 @dataclass(frozen=True)
 class StreamEvaluation:
-    """Test accuracy on each experience (fractions in [0, 1]), in stream order."""
+    """Test accuracy on each experience (fractions in [0, 1]), in stream order.
+
+    ``untrained_heads``: the task ids a multi-head model had no head for yet, evaluated on a fresh, untrained one
+    (see :meth:`Strategy.evaluate`); empty for single-head models.
+    """
 
     accuracies: tuple[float, ...]
     task_ids: tuple[int | None, ...]
     examples: tuple[int, ...]
+    untrained_heads: tuple[int, ...] = ()
 
     @property
     def mean(self) -> float:
@@ -293,22 +299,26 @@ class Strategy:
 
         ``stream`` is a :class:`~meta_learning.data.streams.Stream` (each experience's test set; task ids are given
         to multi-head models only) or a sequence of ``(x, y)`` / ``(x, y, task_id)`` tuples.
+
+        A multi-head model has no head yet for the tasks it has not trained on (mid-stream); those are evaluated on
+        a deep copy of the model that adds them (the live model does not grow), and listed in the result's
+        ``untrained_heads``. Heads and columns are seeded by their task id, so the copy's new head is the one the
+        task will start from: its accuracy is the untrained head's (about chance), as for the masked classes of a
+        single-head model.
         """
-        accs, tids, counts = [], [], []
-        for i, item in enumerate(stream):
-            if isinstance(item, Experience):
-                x, y = item.test.tensors()
-                tid: int | None = item.task_id if self.multi_head else None
-            else:
-                x, y, tid = self._unpack_previous(i, item)
-            _check_task_tensors(f"stream[{i}]", x, y)
-            pred = self.predict(x, tid).argmax(dim=1).cpu()
-            accs.append(float((pred == y.cpu()).float().mean()))
-            tids.append(tid)
-            counts.append(int(y.shape[0]))
-        if not accs:
+        items = list(stream)
+        if not items:
             raise ValueError("stream is empty; nothing to evaluate")
-        return StreamEvaluation(tuple(accs), tuple(tids), tuple(counts))
+        tids = [self._evaluation_task_id(i, item) for i, item in enumerate(items)]
+        probe, untrained = self._with_heads_for(tids)
+        accs, counts = [], []
+        for i, (item, tid) in enumerate(zip(items, tids, strict=True)):
+            x, y = item.test.tensors() if isinstance(item, Experience) else (item[0], item[1])
+            _check_task_tensors(f"stream[{i}]", x, y)
+            pred = probe.predict(x, tid).argmax(dim=1).cpu()
+            accs.append(float((pred == y.cpu()).float().mean()))
+            counts.append(int(y.shape[0]))
+        return StreamEvaluation(tuple(accs), tuple(tids), tuple(counts), untrained)
 
     # -- hooks for subclasses ----------------------------------------------------------------------------------------
 
@@ -430,6 +440,26 @@ class Strategy:
         elif self.multi_head:
             raise ValueError(f"previous task {i} needs a task id for a multi-head model: pass (data, labels, task_id)")
         return x, y, tid
+
+    def _evaluation_task_id(self, i: int, item: Any) -> int | None:
+        if isinstance(item, Experience):
+            return item.task_id if self.multi_head else None
+        return self._unpack_previous(i, item)[2]
+
+    def _with_heads_for(self, task_ids: Sequence[int | None]) -> tuple[Strategy, tuple[int, ...]]:
+        """``(strategy, missing)``: this strategy when its model knows every task in ``task_ids``; else a shallow
+        copy whose model is a deep copy grown (``prepare_task``) for the ``missing`` ones, so nothing live changes."""
+        if not self.multi_head:
+            return self, ()
+        known = set(self.model.known_tasks())  # type: ignore[operator]
+        missing = tuple(sorted({t for t in task_ids if t is not None and t not in known}))
+        if not missing:
+            return self, ()
+        probe = copy.copy(self)
+        probe.model = copy.deepcopy(self.model)
+        for t in missing:
+            probe.model.prepare_task(t)  # type: ignore[operator]
+        return probe, missing
 
     def _resolve_task_id(self, task_id: int | None) -> int:
         if task_id is None:

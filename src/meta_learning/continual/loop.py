@@ -4,6 +4,12 @@ After experience ``i`` the strategy is evaluated on the test set of every experi
 ``i`` of the accuracy matrix ``R`` (see :mod:`meta_learning.metrics`); with ``eval_initial=True`` the untrained
 model is evaluated first (the ``b`` of forward transfer).
 
+Forward transfer ``FWT = (1/(T-1)) sum_{i>=1} R[i-1][i] - b[i]`` (Lopez-Paz & Ranzato 2017) is left undefined
+(``None``, with the reason in :attr:`StreamResult.fwt_undefined`) for a single-head model on a class-incremental
+stream with ``mask_unseen_classes=True``: experience ``i``'s classes are masked until it is trained, so
+``R[i-1][i] = 0`` by construction and the formula would only return ``-mean(b[1:])``. Measuring ``b`` under the same
+masking does not help: no class of experience ``i`` is active before it either, so every ``b[i]`` would be 0 too.
+
 With ``run_dir`` the loop writes ``checkpoints/last.pt`` (the strategy's full state, the matrix so far and the
 global torch RNG) and ``results.json`` after every experience, atomically. A run killed at any point and started
 again with ``resume=True`` and a strategy built the same way continues after the last finished experience and ends
@@ -13,7 +19,6 @@ their checkpointed generator. Work inside the experience that was interrupted is
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +46,8 @@ class StreamResult:
         train_time_s: wall time of each experience's ``learn_task`` (training only, no evaluation).
         eval_time_s: wall time of each evaluation row.
         task_logs: each experience's :class:`~meta_learning.continual.base.TaskLog` as a dict.
+        fwt_undefined: why forward transfer is undefined for this run (``None``: it is defined; see the module
+            docstring); :meth:`metrics` then reports ``fwt=None``.
     """
 
     stream: str
@@ -50,16 +57,18 @@ class StreamResult:
     train_time_s: list[float] = field(default_factory=list)
     eval_time_s: list[float] = field(default_factory=list)
     task_logs: list[dict[str, Any]] = field(default_factory=list)
+    fwt_undefined: str | None = None
 
     @property
     def complete(self) -> bool:
         return bool(self.accuracy_matrix) and len(self.accuracy_matrix) == len(self.accuracy_matrix[0])
 
     def metrics(self) -> ContinualMetrics:
-        """Average accuracy, forgetting, BWT and FWT of the full matrix."""
+        """Average accuracy, forgetting, BWT and FWT of the full matrix (``fwt=None`` when :attr:`fwt_undefined`)."""
         if not self.complete:
             raise ValueError(f"the stream is not finished ({len(self.accuracy_matrix)} rows); metrics need all rows")
-        return continual_metrics(self.accuracy_matrix, self.initial_accuracies)
+        initial = None if self.fwt_undefined is not None else self.initial_accuracies
+        return continual_metrics(self.accuracy_matrix, initial)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -127,6 +136,7 @@ def train_stream(
         start = int(state["experience"])
     elif evaluate and eval_initial:
         result.initial_accuracies = evaluate_row(strategy, stream)
+    result.fwt_undefined = fwt_undefined_reason(strategy, stream)
 
     for i in range(start, len(stream)):
         exp = stream[i]
@@ -159,21 +169,22 @@ def train_stream(
     return result
 
 
+def fwt_undefined_reason(strategy: Strategy, stream: Stream) -> str | None:
+    """Why forward transfer means nothing for ``strategy`` on ``stream`` (see the module docstring); ``None`` if it
+    is defined."""
+    if stream.scenario == "class" and not strategy.multi_head and strategy.mask_unseen_classes:
+        return (
+            "class-incremental stream with mask_unseen_classes=True: the classes of experience i are masked until it "
+            "is trained, so R[i-1][i] = 0 by construction and R[i-1][i] - b[i] would only measure -b[i]"
+        )
+    return None
+
+
 def evaluate_row(strategy: Strategy, stream: Stream) -> list[float]:
     """Test accuracy on every experience of ``stream``: one row of the accuracy matrix.
 
-    A multi-head model has no head yet for the experiences it has not trained on; those are evaluated on a deep copy
-    of the model that adds them (the live model does not grow). Heads and columns are seeded by their task id, so
-    the copy's new head is the one the task will start from: ``R[i][j]`` for ``j > i`` is the untrained head's
-    accuracy (about chance), as for single-head models.
+    :meth:`Strategy.evaluate <meta_learning.continual.base.Strategy.evaluate>`'s accuracies: a multi-head model is
+    evaluated on the experiences it has not trained on with fresh heads, on a copy (``R[i][j]`` for ``j > i`` is the
+    untrained head's accuracy, about chance, as for single-head models).
     """
-    probe = strategy
-    if strategy.multi_head:
-        known = set(strategy.model.known_tasks())  # type: ignore[operator]
-        missing = sorted({e.task_id for e in stream if e.task_id not in known})
-        if missing:
-            probe = copy.copy(strategy)
-            probe.model = copy.deepcopy(strategy.model)
-            for t in missing:
-                probe.model.prepare_task(t)  # type: ignore[operator]
-    return list(probe.evaluate(stream).accuracies)
+    return list(strategy.evaluate(stream).accuracies)

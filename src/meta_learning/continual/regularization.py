@@ -7,7 +7,10 @@ Notation (all diagonal, per parameter entry ``i``; ``theta`` the trainable param
   ``true``: ``F_i = (1/N) sum_n sum_y p(y | x_n) g_i(x_n, y)^2`` (the exact expectation over the model's labels);
   ``sampled``: one ``y_n ~ p(. | x_n)`` per example (Kirkpatrick et al.); ``empirical``: ``y_n`` the true label.
 - EWC penalty: ``(lambda / 2) sum_t sum_i F_{t,i} (theta_i - theta*_{t,i})^2``, one term per earlier task ``t``.
-- Online EWC: one term, ``F~ <- gamma F~ + F_t`` and ``theta* <- theta*_t`` after each task.
+- Online EWC: one term, ``F~ <- gamma F~ + F_t`` and ``theta* <- theta*_t`` after each task; while the next task
+  trains, the penalty is ``(lambda / 2) sum_i gamma F~_i (theta_i - theta*_i)^2``: the running Fisher is decayed
+  once more, as in Schwarz et al. (2018), ``||theta - theta*_{k-1}||^2_{gamma F*_{k-1}}``, and van de Ven &
+  Tolias's code (``fisher = gamma * fisher`` in the online loss). At ``gamma = 1`` it is the offline sum.
 - SI: while training task ``mu``, ``w_i += -g_i(t) * (theta_i(t+1) - theta_i(t))`` after every optimizer step, with
   ``g`` the gradient of the task's loss without the SI term (as in Zenke et al.'s code); after the task,
   ``Omega_i += w_i / ((Delta_i)^2 + xi)``, ``Delta_i`` the change of ``theta_i`` over the task, and the penalty is
@@ -16,6 +19,7 @@ Notation (all diagonal, per parameter entry ``i``; ``theta`` the trainable param
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,7 +53,11 @@ def fisher_diagonal(
     an ``nn.Linear`` layer applied once to ``[B, in]`` inputs: the per-example gradient of ``W`` is
     ``delta_n a_n^T`` (``a_n`` the layer input, ``delta_n`` the gradient at its output), so
     ``sum_n (delta_n a_n^T)^2 = (delta^2)^T (a^2)``, one matrix product. Other models use ``torch.func.vmap`` of
-    per-example gradients.
+    per-example gradients. The closed form also needs each parameter to reach the output only through its layer's
+    call, with the call's input and output left unmodified; when the forward breaks that (an in-place op on a
+    layer's output such as ``nn.ReLU(inplace=True)``, a weight also used by ``F.linear(x, layer.weight)`` or
+    tied elsewhere, a layer whose output is unused), the vmap path is used instead, with a ``UserWarning`` naming
+    the layer and the reason.
 
     Args:
         model: evaluated in eval mode (BatchNorm uses running statistics, no dropout) at its current weights.
@@ -71,9 +79,20 @@ def fisher_diagonal(
         raise ValueError("a task-aware model needs task_id to compute its Fisher")
     was_training = model.training
     model.eval()
+    draws_from = generator.get_state() if generator is not None else None
     try:
-        fisher = _linear_fisher(model, data, labels, task_id, kind, active, generator)
+        try:
+            fisher = _linear_fisher(model, data, labels, task_id, kind, active, generator)
+        except _ClosedFormBroken as reason:
+            warnings.warn(
+                f"fisher_diagonal: the closed-form Fisher of nn.Linear layers does not apply because {reason}; "
+                "computing exact per-example gradients with torch.func.vmap instead (slower)",
+                stacklevel=2,
+            )
+            fisher = None
         if fisher is None:
+            if generator is not None and draws_from is not None:  # the vmap path draws the same labels
+                generator.set_state(draws_from)
             fisher = _vmap_fisher(model, data, labels, task_id, kind, active, generator, max_chunk_elements)
     finally:
         model.train(was_training)
@@ -100,6 +119,52 @@ def _targets(
     return [(torch.full_like(labels, k), probs[:, k]) for k in classes]
 
 
+class _ClosedFormBroken(Exception):
+    """The model's forward defeats the closed-form Fisher (the message says why); use per-example gradients."""
+
+
+def _edges_into_leaves(out: Tensor) -> dict[int, int]:
+    """``{id(leaf): k}``: how many edges of ``out``'s autograd graph lead into each leaf tensor (one per use)."""
+    counts: dict[int, int] = {}
+    stack = [out.grad_fn] if out.grad_fn is not None else []
+    seen = set(stack)
+    while stack:
+        node = stack.pop()
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            leaf = getattr(child, "variable", None)  # AccumulateGrad nodes hold the leaf they write to
+            if leaf is not None:
+                counts[id(leaf)] = counts.get(id(leaf), 0) + 1
+            elif child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return counts
+
+
+def _check_closed_form(
+    out: Tensor, layers: dict[str, nn.Linear], captured: dict[str, tuple[Tensor, Tensor, int, int]]
+) -> None:
+    """Raise :class:`_ClosedFormBroken` unless every trainable parameter enters ``out`` once, through its layer's
+    hooked call, and the inputs and outputs the hooks kept are the tensors that call saw and produced."""
+    for name, (inp, output, in_version, out_version) in captured.items():
+        if inp._version != in_version or output._version != out_version:
+            raise _ClosedFormBroken(
+                f"the input or output of layer {name!r} was modified in place after the layer ran "
+                "(e.g. by nn.ReLU(inplace=True))"
+            )
+    uses = _edges_into_leaves(out)
+    for name, layer in layers.items():
+        expected = 1 if name in captured else 0
+        for pname, p in layer.named_parameters(recurse=False):
+            if p.requires_grad and uses.get(id(p), 0) != expected:
+                raise _ClosedFormBroken(
+                    f"parameter {pname!r} of layer {name!r} reaches the output {uses.get(id(p), 0)} time(s) but the "
+                    f"layer's own call ran {expected} time(s): it is used outside that call (e.g. "
+                    "F.linear(x, layer.weight) or weight tying) or the call's output is unused"
+                )
+
+
 def _linear_fisher(
     model: nn.Module,
     data: Tensor,
@@ -110,7 +175,11 @@ def _linear_fisher(
     generator: torch.Generator | None,
     chunk: int = 1024,
 ) -> ParamDict | None:
-    """The closed-form path for all-``nn.Linear`` models; ``None`` when it does not apply."""
+    """The closed-form path for all-``nn.Linear`` models; ``None`` when the model is not one.
+
+    Raises :class:`_ClosedFormBroken` when the model is made of ``nn.Linear`` layers but its forward defeats the
+    closed form (see :func:`_check_closed_form`).
+    """
     layers: dict[str, nn.Linear] = {}
     for name, module in model.named_modules():
         own = [p for p in module.parameters(recurse=False) if p.requires_grad]
@@ -120,14 +189,14 @@ def _linear_fisher(
             layers[name] = module
     prefix = {name: f"{name}." if name else "" for name in layers}
     fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
-    captured: dict[str, tuple[Tensor, Tensor]] = {}
+    captured: dict[str, tuple[Tensor, Tensor, int, int]] = {}  # layer -> (input, output, their versions)
     reused: list[str] = []
 
     def hook(name: str) -> Any:
         def fn(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             if name in captured or inputs[0].dim() != 2:
                 reused.append(name)
-            captured[name] = (inputs[0].detach(), output)
+            captured[name] = (inputs[0].detach(), output, inputs[0]._version, output._version)
 
         return fn
 
@@ -139,6 +208,7 @@ def _linear_fisher(
                 out = model(xb, task_id) if task_id is not None else model(xb)
                 if reused:
                     return None  # a layer ran twice or on [B, T, in] inputs: per-example gradients do not factor
+                _check_closed_form(out, layers, captured)
                 used = [n for n in layers if n in captured]
                 log_probs = _log_probs(out, active)
                 for target, weight in _targets(kind, log_probs, yb, active, generator):
@@ -214,7 +284,8 @@ class EWC(Strategy):
         ewc_lambda: the penalty weight ``lambda``.
         fisher_scale: every new Fisher is multiplied by this before it is stored.
         online: online EWC (Schwarz et al. 2018) with decay ``gamma``; else one term per task (Kirkpatrick).
-        gamma: decay of the running Fisher, in (0, 1].
+        gamma: decay of the running Fisher, in (0, 1]; online, the penalty uses ``gamma`` times the running
+            Fisher (``terms`` stores the running Fisher itself, undecayed).
         fisher: ``"true"`` (default; exact expectation over the model's labels), ``"sampled"`` or ``"empirical"``.
         fisher_samples: examples of the task used for the Fisher (a seeded random subset); ``None``: all.
         **kwargs: :class:`~meta_learning.continual.base.Strategy` options (``config``, ``seed``, ``device``, ...).
@@ -265,7 +336,8 @@ class EWC(Strategy):
             return None
         importance, centre, constant = self._merged
         params = dict(self.model.named_parameters())
-        return 0.5 * self.ewc_lambda * (quadratic_penalty(params, centre, importance) + constant)
+        decay = self.gamma if self.online else 1.0  # online: gamma F~, Schwarz et al. 2018 (see the module notation)
+        return 0.5 * self.ewc_lambda * decay * (quadratic_penalty(params, centre, importance) + constant)
 
     def _merge_terms(self) -> None:
         """Fold the per-task terms into one: ``sum_t F_t (theta - theta*_t)^2 = A (theta - mu)^2 + K`` with
