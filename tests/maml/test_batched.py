@@ -134,3 +134,93 @@ def test_forcing_vmap_is_refused_where_vmap_is_wrong_or_unproven():
         MAML(mlp(), batch_tasks="yes")
     with pytest.raises(ValueError, match="equal shapes"):
         MAML(mlp(), batch_tasks=True).meta_loss([*tasks(n=2), tasks(k=3)[0]])
+
+
+def _scale_output(module, inputs, output):
+    return 2.0 * output + 0.5
+
+
+def _shift_input(module, inputs):
+    return (inputs[0] + 0.25,)
+
+
+@pytest.mark.parametrize("hook", ["forward", "forward_pre", "global_forward"])
+def test_hooked_models_take_the_per_task_loop_and_keep_their_hooks(hook):
+    eps = tasks()
+    plain = MAML(mlp(), lr_inner=0.3, num_inner_steps=2)
+    assert plain._batched_kind(eps) == "stacked"
+    unhooked = float(plain.meta_loss(eps).loss.detach())
+    model = mlp()
+    handle = (
+        model[-1].register_forward_hook(_scale_output) if hook == "forward"
+        else model[0].register_forward_pre_hook(_shift_input) if hook == "forward_pre"
+        else nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: _scale_output(m, i, o) if m is model[-1] else None)
+    )  # fmt: skip
+    try:
+        hooked = MAML(model, lr_inner=0.3, num_inner_steps=2)
+        assert hooked._chain is None and hooked._batched_kind(eps) is None
+        looped = MAML(model, lr_inner=0.3, num_inner_steps=2, batch_tasks=False)
+        ol, gl = meta_grads(looped, eps)
+        oh, gh = meta_grads(hooked, eps)
+    finally:
+        handle.remove()
+    assert float(oh.loss) == pytest.approx(float(ol.loss), rel=1e-12)
+    assert float(oh.loss) != pytest.approx(unhooked, rel=1e-3)  # the hook does change the meta-loss
+    for n in gl:
+        torch.testing.assert_close(gh[n], gl[n], rtol=1e-10, atol=1e-12, msg=n)
+
+
+def test_a_hook_registered_after_construction_sends_the_meta_batch_to_the_loop():
+    eps = tasks()
+    maml = MAML(mlp(), lr_inner=0.3, num_inner_steps=2)
+    assert maml._batched_kind(eps) == "stacked"
+    handle = maml.model[-1].register_forward_hook(_scale_output)
+    try:
+        assert maml._batched_kind(eps) is None
+        hooked = float(maml.meta_loss(eps).loss.detach())
+    finally:
+        handle.remove()
+    assert maml._batched_kind(eps) == "stacked"
+    assert hooked != pytest.approx(float(maml.meta_loss(eps).loss.detach()), rel=1e-3)
+
+
+def conv2d_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.LeakyReLU(0.1), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3), nn.GELU(),
+        nn.AvgPool2d(2), nn.ELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6), nn.SiLU(),
+        nn.Linear(6, 6), nn.Sigmoid(), nn.Linear(6, 6), nn.Softplus(), nn.Identity(), nn.Linear(6, 3),
+    ).to(F64)  # fmt: skip
+
+
+def conv1d_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(3, 3, 2), nn.Tanh(), nn.AvgPool1d(2), nn.Flatten(),
+        nn.Linear(6, 3),
+    ).to(F64)  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "shape"), [(conv2d_net, (1, 8, 8)), (conv1d_net, (2, 12))], ids=["2d", "1d"])
+def test_vmap_meta_gradient_of_norm_free_conv_nets_equals_the_per_task_loop(make, shape):
+    """Every layer in batched.EXACT_LAYERS, second order in float64: vmap over tasks against the loop."""
+    g = torch.Generator().manual_seed(0)
+    eps = [Episode(torch.randn(6, *shape, generator=g, dtype=F64), torch.arange(3).repeat_interleave(2),
+                   torch.randn(6, *shape, generator=g, dtype=F64), torch.arange(3).repeat_interleave(2))
+           for _ in range(3)]  # fmt: skip
+    batched = MAML(make(), lr_inner=0.3, num_inner_steps=2, batch_tasks=True)
+    looped = MAML(make(), lr_inner=0.3, num_inner_steps=2, batch_tasks=False)
+    assert batched._batched_kind(eps) == "vmap" and looped._batched_kind(eps) is None
+    (ob, gb), (ol, gl) = meta_grads(batched, eps), meta_grads(looped, eps)
+    assert gb.keys() == gl.keys() and all(gl[n].abs().sum() > 0 for n in gl)
+    for n in gl:
+        torch.testing.assert_close(gb[n], gl[n], rtol=1e-10, atol=1e-14, msg=n)
+    assert float(ob.loss) == pytest.approx(float(ol.loss), rel=1e-10)
+
+
+def test_the_conv_nets_cover_every_layer_proven_exact_under_vmap():
+    from meta_learning.maml.batched import EXACT_LAYERS
+
+    used = {type(m) for make in (conv2d_net, conv1d_net) for m in make().modules()} | {nn.Linear, nn.ReLU, nn.Tanh}
+    assert set(EXACT_LAYERS) <= used, set(EXACT_LAYERS) - used

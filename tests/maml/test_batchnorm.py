@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -77,3 +80,87 @@ def test_meta_gradient_with_per_step_batchnorm_matches_the_reference():
     adapted = maml.adapt(ep, num_steps=2)
     assert all(m.step == 2 for m in adapted.modules() if isinstance(m, PerStepBatchNorm))
     torch.testing.assert_close(adapted(ep.query_x), maml.predict(ep.support_x, ep.support_y, ep.query_x, 2))
+
+
+def _task(seed=1, k=2, q=3):
+    g = torch.Generator().manual_seed(seed)
+    sx, qx = (torch.randn(3 * n, 1, 28, 28, generator=g, dtype=F64) for n in (k, q))
+    return Episode(sx, torch.arange(3).repeat_interleave(k), qx, torch.arange(3).repeat_interleave(q))
+
+
+def _conv4_with_skewed_running_stats(per_step=False):
+    """A Conv4 whose running statistics are far from any batch's, so reading them would change every output."""
+    torch.manual_seed(0)
+    model = Conv4(hidden_channels=4, num_classes=3).double()
+    model = per_step_batchnorm(model, num_steps=2) if per_step else model
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.fill_(0.7)
+            elif name.endswith("running_var"):
+                buf.fill_(4.0)
+    return model
+
+
+def _adapt_by_hand(model, ep, lr, steps):
+    """Reference adaptation: a copy in training mode (BatchNorm on batch statistics), plain autograd SGD steps;
+    returns the copy holding the adapted parameters and its query outputs."""
+    ref = copy.deepcopy(model).train()
+    for s in range(steps):
+        set_step(ref, s)
+        loss = nn.functional.cross_entropy(ref(ep.support_x), ep.support_y)
+        grads = torch.autograd.grad(loss, list(ref.parameters()))
+        with torch.no_grad():
+            for p, g in zip(ref.parameters(), grads, strict=True):
+                p.sub_(lr * g)
+    set_step(ref, steps)
+    with torch.no_grad():
+        return ref, ref(ep.query_x)
+
+
+@pytest.mark.parametrize("per_step", [False, True], ids=["batchnorm2d", "per_step_batchnorm"])
+def test_batch_statistics_in_eval_mode_too_and_running_statistics_untouched(per_step):
+    model = _conv4_with_skewed_running_stats(per_step)
+    maml = MAML(model, lr_inner=0.4, num_inner_steps=2)
+    eps = [_task(seed) for seed in range(3)]
+    before = {k: v.clone() for k, v in maml.state_dict().items()}
+    train_eval = maml.evaluate(eps)
+    train_pred = maml.predict(eps[0].support_x, eps[0].support_y, eps[0].query_x)
+    maml.eval()
+    eval_eval = maml.evaluate(eps)
+    eval_pred = maml.predict(eps[0].support_x, eps[0].support_y, eps[0].query_x)
+    assert (eval_eval.mean, eval_eval.ci95, eval_eval.n) == (train_eval.mean, train_eval.ci95, train_eval.n)
+    torch.testing.assert_close(eval_pred, train_pred, rtol=0, atol=0)
+    _, ref = _adapt_by_hand(model, eps[0], 0.4, 2)
+    torch.testing.assert_close(eval_pred, ref, rtol=1e-10, atol=1e-12)
+    maml.train()
+    maml.meta_loss(eps).loss.backward()
+    for k, v in maml.state_dict().items():  # running statistics are neither read nor updated
+        if k != "iteration":
+            assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("per_step", [False, True], ids=["batchnorm2d", "per_step_batchnorm"])
+def test_adapted_module_predicts_with_batch_statistics_in_eval_mode(per_step):
+    model = _conv4_with_skewed_running_stats(per_step)
+    maml = MAML(model, lr_inner=0.4, num_inner_steps=2)
+    ep = _task()
+    adapted = maml.adapt(ep, num_steps=2)
+    ref_model, ref = _adapt_by_hand(model, ep, 0.4, 2)
+    for (name, p), q in zip(adapted.named_parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.eval()(ep.query_x), ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(adapted.train()(ep.query_x), ref, rtol=1e-10, atol=1e-12)
+        ref_model.eval()  # the same weights reading the (skewed) running statistics predict otherwise
+        assert (ref_model(ep.query_x) - ref).abs().max() > 1e-2
+    assert not any(k.endswith(("running_mean", "running_var")) for k in adapted.state_dict())
+
+
+def test_more_inner_steps_than_per_step_slots_is_refused():
+    model = per_step_batchnorm(Conv4(hidden_channels=4, num_classes=3).double(), num_steps=2)
+    with pytest.raises(ValueError, match=r"num_inner_steps=3 .* num_steps=2"):
+        MAML(model, num_inner_steps=3)
+    maml = MAML(model, lr_inner=0.1, num_inner_steps=2)  # as many steps as slots: fine
+    ep = _task()
+    assert maml.predict(ep.support_x, ep.support_y, ep.query_x, num_steps=4).shape == (9, 3)  # test time: last slot

@@ -18,8 +18,10 @@ SCRIPT = textwrap.dedent(
     import sys
     import torch
     import torch.distributed as dist
+    from torch import nn
     from meta_learning import MLP, Sinusoid
     from meta_learning.maml import MAML, Reptile
+    from meta_learning.maml.distributed import all_reduce_gradients, all_reduce_sum
 
     dist.init_process_group("gloo")
     torch.manual_seed(0)
@@ -28,10 +30,33 @@ SCRIPT = textwrap.dedent(
     learner.meta_train(Sinusoid(k_shot=10, n_query=10, seed=0), num_iterations=3, progress=False)
     if dist.get_rank() == 0:
         torch.save(learner.state_dict(), sys.argv[1])
+    # the reduction itself: a parameter only one rank reached, and one that no rank reached
+    rank = dist.get_rank()
+    both, one, neither = (nn.Parameter(torch.ones(3, dtype=torch.float64)) for _ in range(3))
+    both.grad = torch.full((3,), rank + 1.0, dtype=torch.float64)  # 1 on rank 0, 2 on rank 1
+    if rank == 1:
+        one.grad = torch.arange(3, dtype=torch.float64)
+    all_reduce_gradients([both, one, neither])
+    torch.optim.Adam([both, one, neither], lr=0.1, weight_decay=0.1).step()  # must not move `neither`
+    sums = all_reduce_sum([rank + 0.5, 10.0])
+    grads = {"grads": [both.grad, one.grad, neither.grad], "neither": neither.detach(), "sums": sums}
+    torch.save(grads, f"{sys.argv[1]}.rank{rank}")
     dist.barrier()  # without it a rank that tears gloo down first can abort ("terminate called ...") in the other
     dist.destroy_process_group()
     """
 )
+
+
+def check_reductions(path):
+    """What every rank of the 2-rank run saved from its direct all_reduce_gradients / all_reduce_sum calls."""
+    for r in range(2):
+        got = torch.load(f"{path}.rank{r}", weights_only=True)
+        both, one, neither = got["grads"]
+        torch.testing.assert_close(both, torch.full((3,), 3.0, dtype=torch.float64))  # 1 + 2
+        torch.testing.assert_close(one, torch.arange(3, dtype=torch.float64))  # rank 1's, zeros from rank 0
+        assert neither is None  # no rank had a gradient: it stays None, as in one process, so Adam skips it
+        assert torch.equal(got["neither"], torch.ones(3, dtype=torch.float64))  # Adam did not move it
+        assert got["sums"] == [2.0, 20.0]
 
 
 def torchrun(tmp_path, nproc, algo):
@@ -47,6 +72,8 @@ def torchrun(tmp_path, nproc, algo):
     for _ in range(3):
         run = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
         if run.returncode == 0:
+            if nproc == 2:
+                check_reductions(out)
             return torch.load(out, weights_only=True)
         errors.append(run.stderr.decode(errors="replace")[-2000:])
     raise AssertionError("torchrun failed 3 times:\n" + "\n---\n".join(errors))
@@ -66,6 +93,16 @@ def test_two_ranks_match_one_process(tmp_path, algo):
     init = MLP(1, [40, 40], 1).state_dict()
     changed = any(not torch.allclose(one[f"model.{k}"], v) for k, v in init.items())
     assert changed  # the runs did train
+
+
+def test_collective_buffers_live_on_the_current_cuda_device_under_nccl(monkeypatch):
+    from meta_learning.maml import distributed
+
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: "nccl")
+    monkeypatch.setattr(distributed.torch.cuda, "current_device", lambda: 3)
+    assert distributed.collective_device() == torch.device("cuda", 3)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: "gloo")
+    assert distributed.collective_device() == torch.device("cpu")
 
 
 def test_shard_covers_the_meta_batch_once():

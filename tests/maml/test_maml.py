@@ -38,14 +38,23 @@ def tasks(shape, n=3, k=2, q=4, seed=0):
     return out
 
 
-def reference_meta_grad(model, episodes, lr, steps, first_order, lrs=None, names=None):
-    """Hand-unrolled MAML: autograd.grad(create_graph=True) per inner step, mean query loss over tasks."""
+def reference_meta_grad(model, episodes, lr, steps, first_order, lrs=None, names=None, msl=None):
+    """Hand-unrolled MAML: autograd.grad(create_graph=True) per inner step, mean query loss over tasks.
+
+    ``msl``: MAML++ multi-step loss weights, one per step: the query loss after step ``s`` weighted by ``msl[s]``.
+    """
     theta = dict(model.named_parameters())
     names = names or list(theta)
     buffers = {k: v.clone() for k, v in model.named_buffers()}
+
+    def query_loss(p, ep):
+        out = functional_call(model, (p, {k: v.clone() for k, v in buffers.items()}), (ep.query_x,))
+        return nn.functional.cross_entropy(out, ep.query_y)
+
     losses = []
     for ep in episodes:
         p = dict(theta)
+        task_loss = 0.0
         for s in range(steps):
             out = functional_call(model, ({**p}, {k: v.clone() for k, v in buffers.items()}), (ep.support_x,))
             loss = nn.functional.cross_entropy(out, ep.support_y)
@@ -53,8 +62,9 @@ def reference_meta_grad(model, episodes, lr, steps, first_order, lrs=None, names
             for n, g in zip(names, grads, strict=True):
                 a = lr if lrs is None else lrs[n](s)
                 p[n] = p[n] - a * (g.detach() if first_order else g)
-        out = functional_call(model, (p, {k: v.clone() for k, v in buffers.items()}), (ep.query_x,))
-        losses.append(nn.functional.cross_entropy(out, ep.query_y))
+            if msl is not None:
+                task_loss = task_loss + msl[s] * query_loss(p, ep)
+        losses.append(query_loss(p, ep) if msl is None else task_loss)
     return torch.stack(losses).mean()
 
 
@@ -135,6 +145,19 @@ def test_anil_adapts_only_the_head_but_meta_learns_the_body():
     assert rel_err(g, ref) < 1e-6
 
 
+def test_anil_on_a_single_linear_layer_adapts_the_root_module():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).to(F64)
+    anil = ANIL(model, lr_inner=0.5, num_inner_steps=2)
+    assert anil.head == "" and anil.inner_names == ["weight", "bias"]
+    eps = tasks((4,), n=2)
+    theta = list(model.parameters())
+    ref = grads_of(reference_meta_grad(model, eps, 0.5, 2, False), theta)
+    assert rel_err(grads_of(anil.meta_loss(eps).loss, theta), ref) < 1e-10
+    with pytest.raises(ValueError, match=r"the model \(ReLU\) has no parameters"):
+        ANIL(nn.ReLU())
+
+
 def test_meta_sgd_rates_receive_the_reference_gradient():
     model = mlp()
     msgd = MetaSGD(model, lr_inner=0.1, num_inner_steps=2)
@@ -148,29 +171,76 @@ def test_meta_sgd_rates_receive_the_reference_gradient():
     assert rel_err(ours, ref) < 1e-6
 
 
-def test_maml_plus_plus_per_step_rates_multi_step_loss_and_order_annealing():
+MPP = {"lr_inner": 0.2, "num_inner_steps": 3, "learn_inner_lr": "per_step", "multi_step_loss": True,
+       "msl_iterations": 10}  # fmt: skip
+
+
+def msl_closed_form(iteration, steps=3, msl_iterations=10):
+    """Antoniou et al.'s annealing: non-final weights 1/S falling linearly to 0.03/S, then the last step alone."""
+    if iteration >= msl_iterations:
+        return [0.0] * (steps - 1) + [1.0]
+    other = 1 / steps - iteration / msl_iterations * (1 / steps - 0.03 / steps)
+    return [other] * (steps - 1) + [1 - (steps - 1) * other]
+
+
+def test_maml_plus_plus_multi_step_loss_meta_gradient_matches_the_hand_unrolled_reference():
     model = mlp()
-    mpp = MAML(model, lr_inner=0.2, num_inner_steps=3, learn_inner_lr="per_step", multi_step_loss=True,
-               msl_iterations=10, first_order_iterations=2)  # fmt: skip
+    mpp = MAML(model, **MPP)
     assert all(p.shape == (3,) for p in mpp.inner_lrs.values())
-    w0 = mpp.msl_weights(3)
-    torch.testing.assert_close(w0, torch.full((3,), 1 / 3))
-    mpp.iteration.fill_(10)
-    w = mpp.msl_weights(3)
-    torch.testing.assert_close(w, torch.tensor([0.01, 0.01, 0.98]))  # floor 0.03/S, the rest on the last step
-    mpp.iteration.fill_(0)
-    eps = tasks((4,), n=1)
-    # iterations 0 and 1 are first order: equal to FOMAML with the same rates and weights
-    theta = list(model.parameters())
-    g_fo = grads_of(mpp.meta_loss(eps).loss, theta)
-    assert int(mpp.iteration) == 1
-    mpp.iteration.fill_(0)
-    assert mpp._first_order_now()
-    mpp.iteration.fill_(2)
-    assert not mpp._first_order_now()
-    lr_grads = grads_of(mpp.meta_loss(eps).loss, list(mpp.inner_lrs.values()))
-    assert all(g.abs().sum() > 0 for g in lr_grads)  # per-step rates are learned
-    assert any(x.abs().sum() > 0 for x in g_fo)
+    with torch.no_grad():  # distinct rates per step, so that using the wrong step's rate would show
+        for i, rates in enumerate(mpp.inner_lrs.values()):
+            rates.copy_(torch.tensor([0.1, 0.25, 0.15]) + 0.01 * i)
+    rates = {n: mpp.inner_lrs[n.replace(".", "__")] for n in mpp.inner_names}
+    lrs = {n: (lambda s, a=a: a[s]) for n, a in rates.items()}
+    wanted = [*model.parameters(), *rates.values()]
+    eps = tasks((4,), n=2)
+    for iteration in (0, 4, 9):
+        mpp.iteration.fill_(iteration)
+        torch.testing.assert_close(mpp.msl_weights(3), torch.tensor(msl_closed_form(iteration), dtype=F64))
+        ours = grads_of(mpp.meta_loss(eps).loss, wanted)
+        ref = grads_of(reference_meta_grad(model, eps, None, 3, False, lrs=lrs, msl=msl_closed_form(iteration)), wanted)
+        assert rel_err(ours, ref) < 1e-10, iteration
+        assert all(g.abs().sum() > 0 for g in ours[-len(rates) :])  # the per-step rates are learned
+
+
+def test_maml_plus_plus_uses_the_last_step_loss_alone_after_the_annealing_period():
+    eps = tasks((4,), n=2)
+    mpp, last_only = MAML(mlp(), **MPP), MAML(mlp(), **{**MPP, "multi_step_loss": False})
+    mpp.iteration.fill_(9)
+    annealed = grads_of(mpp.meta_loss(eps).loss, list(mpp.parameters()))
+    for iteration in (10, 25):
+        mpp.iteration.fill_(iteration)
+        assert mpp.msl_weights(3).tolist() == [0.0, 0.0, 1.0]
+        ours = grads_of(mpp.meta_loss(eps).loss, list(mpp.parameters()))
+        ref = grads_of(last_only.meta_loss(eps).loss, list(last_only.parameters()))
+        assert rel_err(ours, ref) < 1e-12
+    assert rel_err(annealed, ref) > 1e-3  # at iteration 9 the earlier steps' losses still count
+
+
+def test_maml_plus_plus_derivative_order_annealing_is_fomaml_then_second_order_maml():
+    eps = tasks((4,), n=2)
+    mpp = MAML(mlp(), first_order_iterations=2, **MPP)
+    fomaml, maml2 = MAML(mlp(), first_order=True, **MPP), MAML(mlp(), **MPP)
+
+    def meta_grad(learner, iteration):
+        learner.iteration.fill_(iteration)
+        return grads_of(learner.meta_loss(eps).loss, list(learner.parameters()))
+
+    for iteration in (0, 1):  # the first-order phase: FOMAML's gradient, same rates and loss weights
+        ours = meta_grad(mpp, iteration)
+        assert rel_err(ours, meta_grad(fomaml, iteration)) < 1e-12
+        assert rel_err(ours, meta_grad(maml2, iteration)) > 1e-3
+    for iteration in (2, 5):  # afterwards: second-order MAML's
+        ours = meta_grad(mpp, iteration)
+        assert rel_err(ours, meta_grad(maml2, iteration)) < 1e-12
+        assert rel_err(ours, meta_grad(fomaml, iteration)) > 1e-3
+    # and FOMAML itself is the hand-unrolled first-order reference with the same weights
+    rates = {n: fomaml.inner_lrs[n.replace(".", "__")] for n in fomaml.inner_names}
+    lrs = {n: (lambda s, a=a: a[s]) for n, a in rates.items()}
+    ref = reference_meta_grad(fomaml.model, eps, None, 3, True, lrs=lrs, msl=msl_closed_form(0))
+    theta = list(fomaml.model.parameters())
+    fomaml.iteration.fill_(0)
+    assert rel_err(grads_of(fomaml.meta_loss(eps).loss, theta), grads_of(ref, theta)) < 1e-10
 
 
 def test_reptile_step_is_the_interpolation_towards_adapted_weights():

@@ -1,10 +1,18 @@
-"""Per-step BatchNorm for MAML++ (Antoniou et al. 2019): BNRS and BNWB.
+"""Per-step BatchNorm for MAML++ (Antoniou et al. 2019): BNWB (and the BNRS slots), and batch statistics.
 
-MAML++ gives every inner step ``s = 0..S`` its own BatchNorm running statistics (BNRS) and its own affine
-weights and biases (BNWB), because the feature distribution moves as the inner loop adapts the weights. The
-module reads the current step from its ``step`` attribute, which :class:`~meta_learning.maml.MAML` sets before
-each forward of the inner loop (step ``s`` for the support forward of step ``s``, step ``S`` for the query).
-Steps past ``num_steps`` reuse the last slot (adapting longer at test time than in training).
+MAML++ gives every inner step ``s = 0..S`` its own BatchNorm affine weights and biases (BNWB) and its own running
+statistics (BNRS), because the feature distribution moves as the inner loop adapts the weights. The module reads
+the current step from its ``step`` attribute, which :class:`~meta_learning.maml.MAML` sets before each forward of
+the inner loop (step ``s`` for the support forward of step ``s``, step ``S`` for the query). ``MAML`` refuses more
+meta-training inner steps than the module has slots; at test time (``adapt``/``evaluate`` with more steps) steps
+past ``num_steps`` reuse the last slot.
+
+Within the MAML family only the per-step weights and biases are learned: every forward of MAML (inner loop, outer
+loop, evaluation, and the module ``adapt`` returns) normalises with the statistics of the batch at hand, the
+original MAML convention, so the per-step running statistics are neither read nor accumulated (as in Antoniou et
+al.'s code, whose BatchNorm always normalises with batch statistics). The BNRS slots are kept so that the module
+also works on its own: in training mode it normalises with batch statistics and updates slot ``step``, in eval mode
+it reads slot ``step``.
 
 Shapes: ``weight``, ``bias``: ``[S + 1, C]`` (or ``[C]`` without BNWB); ``running_mean``, ``running_var``:
 ``[S + 1, C]``.
@@ -31,7 +39,8 @@ class PerStepBatchNorm(nn.Module):
         eps, momentum: as in ``nn.BatchNorm2d``.
 
     In training mode the batch statistics are used and slot ``step`` of the running statistics is updated; in
-    eval mode slot ``step`` of the running statistics is used.
+    eval mode slot ``step`` of the running statistics is used. With ``running_mean``/``running_var`` set to ``None``
+    (as MAML's forwards pass them, see :func:`use_batch_statistics`) batch statistics are used in either mode.
     """
 
     def __init__(
@@ -59,6 +68,8 @@ class PerStepBatchNorm(nn.Module):
         s = min(self.step, self.num_steps)
         weight = self.weight[s] if self.per_step_affine else self.weight
         bias = self.bias[s] if self.per_step_affine else self.bias
+        if self.running_mean is None or self.running_var is None:  # batch statistics, nothing to update
+            return nn.functional.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
         return nn.functional.batch_norm(
             x, self.running_mean[s], self.running_var[s], weight, bias, self.training, self.momentum, self.eps
         )
@@ -92,6 +103,35 @@ def per_step_modules(model: nn.Module) -> Iterator[PerStepBatchNorm]:
     for m in model.modules():
         if isinstance(m, PerStepBatchNorm):
             yield m
+
+
+def running_stat_names(model: nn.Module) -> set[str]:
+    """Names of the BatchNorm (and :class:`PerStepBatchNorm`) running statistics among ``model``'s buffers.
+
+    MAML's forwards pass ``None`` for these, so the layers normalise with batch statistics in training and eval mode
+    and nothing is read from or written to the running statistics.
+    """
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, PerStepBatchNorm)):
+            names.update(f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False))
+    return names
+
+
+def use_batch_statistics(model: nn.Module) -> None:
+    """Make every BatchNorm of ``model`` (in place) normalise with batch statistics in eval mode too.
+
+    The running statistics are removed (``None``; they leave the ``state_dict``) and ``track_running_stats`` is
+    turned off, which is PyTorch's documented way for BatchNorm to use batch statistics at evaluation; a
+    :class:`PerStepBatchNorm` does the same without running statistics. Used on the module ``MAML.adapt`` returns,
+    so that ``adapted.eval()`` predicts what the adaptation was computed with.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False
+            module.running_mean, module.running_var, module.num_batches_tracked = None, None, None
+        elif isinstance(module, PerStepBatchNorm):
+            module.running_mean, module.running_var = None, None  # type: ignore[assignment]
 
 
 def set_step(model: nn.Module, step: int) -> None:

@@ -35,21 +35,43 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
 
 
 def all_reduce_gradients(parameters: Iterable[nn.Parameter]) -> None:
-    """Sum ``.grad`` across ranks in one flat all-reduce (a no-op in a single process)."""
+    """Sum ``.grad`` across ranks in one flat all-reduce (a no-op in a single process).
+
+    A rank whose share did not reach a parameter joins the reduction with zeros. A parameter that no rank has a
+    gradient for keeps ``grad=None`` on every rank, as in a single process, so the optimizer skips it (a zero
+    gradient would still move it under Adam's momentum or weight decay): a presence count per parameter travels at
+    the end of the same flat buffer.
+    """
     _, size = world()
-    if size == 1:
-        return
     params = [p for p in parameters if p.requires_grad]
-    for p in params:
-        if p.grad is None:  # a rank whose share did not touch p still has to join the reduction
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])  # type: ignore[union-attr]
+    if size == 1 or not params:
+        return
+    present = [p.grad is not None for p in params]
+    pieces = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
+              for p in params]  # fmt: skip
+    flat = torch.cat(pieces)
+    flags = torch.tensor(present, dtype=flat.dtype, device=flat.device)
+    flat = torch.cat([flat, flags])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    counts = flat[-len(params) :].tolist()
     offset = 0
-    for p in params:
+    for p, count in zip(params, counts, strict=True):
         n = p.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p))  # type: ignore[union-attr]
+        if count > 0:
+            reduced = flat[offset : offset + n].view_as(p)
+            if p.grad is None:
+                p.grad = reduced.to(p.dtype).clone()
+            else:
+                p.grad.copy_(reduced)
         offset += n
+
+
+def collective_device() -> torch.device:
+    """Where a buffer for a collective has to live: the current CUDA device under NCCL (which reduces CUDA tensors
+    only), the CPU otherwise (gloo, and ``cpu:gloo,cuda:nccl`` for CPU tensors)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_reduce_sum(values: Sequence[float]) -> list[float]:
@@ -57,6 +79,6 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     _, size = world()
     if size == 1:
         return list(values)
-    t = torch.tensor(list(values), dtype=torch.float64)
+    t = torch.tensor(list(values), dtype=torch.float64, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()

@@ -11,8 +11,10 @@ Notation (Finn et al. 2017; Li et al. 2017; Antoniou et al. 2019):
 - Second order: the inner gradients keep their graph, so ``dL_Q(p_S)/dtheta`` differentiates through every step.
   First order (FOMAML): the inner gradients are constants, so ``dL_Q(p_S)/dtheta = dL_Q(p_S)/dp_S``.
 
-Buffers (BatchNorm running statistics) are passed explicitly to every transformed call: mutating a captured
-tensor inside ``torch.func.grad`` is an error, and the caller decides whether updates are kept.
+Buffers are passed explicitly to every transformed call: mutating a captured tensor inside ``torch.func.grad`` is
+an error, and the caller decides whether updates are kept. MAML passes ``None`` for BatchNorm running statistics
+(:func:`~meta_learning.maml.batchnorm.running_stat_names`), so BatchNorm normalises with batch statistics whatever
+the module's train/eval mode and the running statistics are neither read nor updated.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad
 
 Params = dict[str, Tensor]
+Buffers = dict[str, Tensor | None]  # None: a BatchNorm running statistic replaced by batch statistics
 LossFn = Callable[[Tensor, Tensor], Tensor]
 # alpha for one inner step: a float for all names, or a mapping name -> float / scalar tensor / tensor like the param
 StepSize = float | Mapping[str, float | Tensor]
@@ -55,15 +58,17 @@ def gradient_step(current: Params, grads: Mapping[str, Tensor], alpha: StepSize)
     return updated
 
 
-def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
-    """``model(x)`` evaluated with ``params`` and ``buffers`` in place of its own tensors."""
-    return functional_call(model, (dict(params), dict(buffers)), (x,), strict=False)
+def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor | None], x: Tensor) -> Tensor:
+    """``model(x)`` evaluated with ``params`` and ``buffers`` in place of its own tensors (a ``None`` buffer is
+    absent for the call: BatchNorm without running statistics uses batch statistics)."""
+    # functional_call's annotation says Tensor, but it takes None for a buffer (set as the attribute for the call)
+    return functional_call(model, (dict(params), dict(buffers)), (x,), strict=False)  # type: ignore[arg-type]
 
 
 def inner_loop(
     model: nn.Module,
     params: Params,
-    buffers: Params,
+    buffers: Buffers,
     x: Tensor,
     y: Tensor,
     *,
@@ -79,7 +84,7 @@ def inner_loop(
     Args:
         model: the module whose forward is evaluated functionally.
         params: ``theta`` (``p_0``); tensors that require grad keep their graph to it.
-        buffers: buffers passed to every forward (BatchNorm statistics are updated in them in training mode).
+        buffers: buffers passed to every forward (``None`` entries: see :func:`forward`).
         x, y: the support set, ``[K, ...]`` and ``[K]`` (or ``[K, ...]`` float targets).
         num_steps: ``S`` >= 0.
         step_size: ``alpha`` for all steps, or a function ``s -> alpha`` for per-step rates.
@@ -102,7 +107,7 @@ def inner_loop(
         if first_order:
             frozen = {k: v.detach() for k, v in frozen.items()}
 
-        def support_loss(adapted: Params, bufs: Params, frozen: Params = frozen) -> Tensor:
+        def support_loss(adapted: Params, bufs: Buffers, frozen: Params = frozen) -> Tensor:
             return loss_fn(forward(model, {**frozen, **adapted}, bufs, x), y)
 
         if before_forward is not None:
@@ -116,6 +121,9 @@ def inner_loop(
 
 def resolve_inner_names(model: nn.Module, inner_params: Sequence[str] | Callable[[str], bool] | None) -> list[str]:
     """The names adapted in the inner loop: all trainable parameters, listed names/prefixes, or a predicate.
+
+    A prefix selects a module's parameters (``"head"``: ``head.weight``, ``head.bias``, ...); the empty prefix ``""``
+    is the root module, so it selects every trainable parameter.
 
     Raises:
         ValueError: a listed name matches no parameter, or nothing is selected.
@@ -132,7 +140,7 @@ def resolve_inner_names(model: nn.Module, inner_params: Sequence[str] | Callable
         for entry in inner_params:
             if not isinstance(entry, str):
                 raise TypeError(f"inner_params must list parameter names (strings), got the entry {entry!r}")
-            hits = [n for n in trainable if n == entry or n.startswith(entry + ".")]
+            hits = [n for n in trainable if entry == "" or n == entry or n.startswith(entry + ".")]
             if not hits:
                 raise ValueError(
                     f"inner_params entry {entry!r} matches no trainable parameter; names look like {trainable[:4]}"
@@ -144,11 +152,12 @@ def resolve_inner_names(model: nn.Module, inner_params: Sequence[str] | Callable
 
 
 def last_module_with_parameters(model: nn.Module) -> str:
-    """Name prefix of the last submodule that owns parameters directly (the classifier head, for ANIL)."""
-    owner = ""
+    """Name prefix of the last module that owns parameters directly (the classifier head, for ANIL); ``""`` when
+    only the root does (a model that is a single layer, such as one ``nn.Linear``)."""
+    owner: str | None = None
     for name, module in model.named_modules():
         if any(True for _ in module.parameters(recurse=False)):
             owner = name
-    if not owner:
-        raise ValueError("the model has no submodule with parameters; give ANIL's head= explicitly")
+    if owner is None:
+        raise ValueError(f"the model ({type(model).__name__}) has no parameters; ANIL has nothing to adapt")
     return owner

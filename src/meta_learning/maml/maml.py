@@ -3,35 +3,34 @@
 ``MAML`` is second-order MAML (Finn et al. 2017); ``first_order=True`` is FOMAML. MAML++ options
 (Antoniou et al. 2019): ``learn_inner_lr="per_step"`` (learned per-layer per-step rates, LSLR),
 ``multi_step_loss=True`` (query loss after every inner step, weights annealed towards the last step over
-``msl_iterations``), ``first_order_iterations`` (derivative-order annealing: first order for the first N
-iterations, second order afterwards). ``learn_inner_lr="per_parameter"`` is Meta-SGD (Li et al. 2017).
+``msl_iterations``, then the last step's loss alone), ``first_order_iterations`` (derivative-order annealing: first
+order for the first N iterations, second order afterwards). ``learn_inner_lr="per_parameter"`` is Meta-SGD (Li et
+al. 2017).
 
-BatchNorm convention: batch statistics in the inner and the outer loop, and when adapting at test time (the
-original MAML setting, transductive over each set). Running statistics are never read; updates to them made
-during adaptation are discarded, so ``adapt``/``evaluate`` leave the model bit-identical.
+BatchNorm convention: batch statistics in the inner and the outer loop and at evaluation, in training and in eval
+mode alike (the original MAML setting, transductive over each set): every forward passes ``None`` for the running
+statistics, so they are never read nor updated, and ``adapt``/``evaluate`` leave the model bit-identical. The module
+:meth:`MAML.adapt` returns has its BatchNorm layers switched to batch statistics in eval mode too
+(:func:`~meta_learning.maml.batchnorm.use_batch_statistics`). MAML++ per-step BatchNorm: only the per-step weights
+and biases are learned (:mod:`meta_learning.maml.batchnorm`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from meta_learning._checks import (
-    check_choice,
-    check_non_negative_int,
-    check_positive_float,
-    check_positive_int,
-    check_tensors,
-)
-from meta_learning.data.episode import Episode, EpisodeBatch
+from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
+from meta_learning.data.episode import Episode
 from meta_learning.maml.batched import batched_task_losses, same_shapes, stack_episodes, vmap_refusal
-from meta_learning.maml.batchnorm import per_step_modules, set_step
+from meta_learning.maml.batchnorm import per_step_modules, running_stat_names, set_step, use_batch_statistics
 from meta_learning.maml.distributed import all_reduce_gradients, all_reduce_sum, shard, world
 from meta_learning.maml.functional import (
+    Buffers,
     LossFn,
     Params,
     default_loss,
@@ -39,7 +38,8 @@ from meta_learning.maml.functional import (
     inner_loop,
     resolve_inner_names,
 )
-from meta_learning.maml.stacked import LinearChain, per_task_losses, stacked_inner_loop
+from meta_learning.maml.stacked import LinearChain, has_hooks, per_task_losses, stacked_inner_loop
+from meta_learning.maml.tasks import MetaBatch, as_episode, check_task_inputs, meta_batch, meta_batches
 from meta_learning.metrics import Accuracy, MeanSquaredError, accuracy, accuracy_from_episodes, mse_from_episodes
 from meta_learning.training.loop import History, StepOutput, fit
 
@@ -48,27 +48,6 @@ INNER_LR_MODES = ("fixed", "per_parameter", "per_step")
 
 def _key(name: str) -> str:
     return name.replace(".", "__")
-
-
-def check_task_inputs(support_x: Tensor, support_y: Tensor, query_x: Any = None) -> None:
-    """Validate a support set (and query inputs) at the public boundary: tensors, matching lengths and example
-    shapes, finite values, integer labels >= 0 (or float regression targets)."""
-    check_tensors(support_x=support_x, support_y=support_y, **({} if query_x is None else {"query_x": query_x}))
-    if support_x.dim() == 0 or support_x.shape[0] == 0 or support_y.shape[:1] != support_x.shape[:1]:
-        raise ValueError(
-            f"support_x has shape {tuple(support_x.shape)} and support_y {tuple(support_y.shape)}; expected [S, ...] "
-            "and [S] (or [S, ...] regression targets) with S >= 1"
-        )
-    if query_x is not None and query_x.shape[1:] != support_x.shape[1:]:
-        raise ValueError(
-            f"query_x has examples of shape {tuple(query_x.shape[1:])}, support_x {tuple(support_x.shape[1:])}"
-        )
-    integer = not support_y.is_floating_point()
-    if support_y.dtype == torch.bool or (integer and support_y.numel() and int(support_y.min()) < 0):
-        low = int(support_y.min()) if support_y.numel() else None
-        raise ValueError(
-            f"support_y must hold class indices >= 0 or float targets, got dtype {support_y.dtype}, min {low}"
-        )
 
 
 def _model_call(fn: Callable[[], Any], what: str) -> Any:
@@ -90,19 +69,6 @@ def _check_finite_result(values: Iterable[Tensor], lr_inner: float, num_steps: i
         )
 
 
-def as_episode(task: Any) -> Episode:
-    """An :class:`Episode`, or a ``(support_x, support_y)`` pair as a support-only episode."""
-    if isinstance(task, Episode):
-        return task
-    if isinstance(task, (tuple, list)) and len(task) == 2:
-        x, y = task
-        for name, value in (("support_x", x), ("support_y", y)):
-            if not isinstance(value, Tensor):
-                raise TypeError(f"task_support's {name} must be a torch.Tensor, got {type(value).__name__}")
-        return Episode(x, y, x[:0], y[:0])
-    raise TypeError(f"expected an Episode or a (support_x, support_y) pair, got {type(task).__name__}")
-
-
 class MAML(nn.Module):
     """Model-Agnostic Meta-Learning for any ``nn.Module``, classification or regression.
 
@@ -116,7 +82,9 @@ class MAML(nn.Module):
         inner_params: names (or prefixes) of the parameters adapted in the inner loop, or a predicate on names;
             default all. The others are meta-learned but not adapted (ANIL adapts the head only).
         learn_inner_lr: ``"fixed"``, ``"per_parameter"`` (Meta-SGD) or ``"per_step"`` (MAML++ LSLR).
-        multi_step_loss: MAML++ multi-step loss with annealed weights over ``msl_iterations`` meta-iterations.
+        multi_step_loss: MAML++ multi-step loss: for the first ``msl_iterations`` meta-iterations the query losses
+            after every inner step, weighted by :meth:`msl_weights`; afterwards the last step's loss alone (as in
+            Antoniou et al.'s code, ``multi_step_loss_num_epochs``).
         first_order_iterations: MAML++ derivative-order annealing (first order for this many iterations).
         loss_fn: ``(outputs, targets) -> loss``; default cross-entropy for integer labels, MSE for floats.
         batch_tasks: ``"auto"`` (default): plain MLPs (``MLP``, or ``nn.Sequential`` of ``Linear`` and element-wise
@@ -192,7 +160,15 @@ class MAML(nn.Module):
                 self.inner_lrs[_key(n)] = nn.Parameter(
                     torch.full((steps,), self.lr_inner, dtype=params[n].dtype, device=params[n].device)
                 )
-        self._per_step_bn = any(True for _ in per_step_modules(model))
+        slots = {m.num_steps for m in per_step_modules(model)}
+        self._per_step_bn = bool(slots)
+        if slots and self.num_inner_steps > min(slots):
+            raise ValueError(
+                f"num_inner_steps={self.num_inner_steps} but the model's per-step BatchNorm has slots for "
+                f"num_steps={min(slots)}; build it with per_step_batchnorm(model, {self.num_inner_steps}) or use "
+                f"num_inner_steps <= {min(slots)}"
+            )
+        self._running_stats = running_stat_names(model)
         if not isinstance(batch_tasks, bool) and batch_tasks != "auto":
             raise TypeError(f"batch_tasks must be 'auto', True or False, got {batch_tasks!r}")
         self._chain = LinearChain.of(model) if batch_tasks == "auto" else None
@@ -215,12 +191,13 @@ class MAML(nn.Module):
         last = self.inner_lrs[_key(self.inner_names[0])].shape[0] - 1
         return {n: self.inner_lrs[_key(n)][min(step, last)] for n in self.inner_names}
 
-    def _state(self) -> tuple[Params, Params]:
+    def _state(self) -> tuple[Params, Buffers]:
         return dict(self.model.named_parameters()), self._cloned_buffers()
 
-    def _cloned_buffers(self) -> Params:
-        """A clone of the model's buffers: updates made during adaptation are dropped."""
-        return {k: v.clone() for k, v in self.model.named_buffers()}
+    def _cloned_buffers(self) -> Buffers:
+        """The buffers for one task's forwards: BatchNorm running statistics as ``None`` (batch statistics, nothing
+        read or updated), a clone of every other buffer (updates made during adaptation are dropped)."""
+        return {k: None if k in self._running_stats else v.clone() for k, v in self.model.named_buffers()}
 
     def adapt_params(
         self,
@@ -228,7 +205,7 @@ class MAML(nn.Module):
         support_y: Tensor,
         num_steps: int | None = None,
         first_order: bool | None = None,
-        buffers: Params | None = None,
+        buffers: Buffers | None = None,
     ) -> list[Params]:
         """Parameters after each inner step on the support set: ``[theta, p_1, ..., p_S]`` (differentiable).
 
@@ -250,22 +227,35 @@ class MAML(nn.Module):
         if self._per_step_bn:
             set_step(self.model, step)
 
-    def _query_forward(self, params: Params, buffers: Params, x: Tensor, step: int) -> Tensor:
+    def _query_forward(self, params: Params, buffers: Buffers, x: Tensor, step: int) -> Tensor:
         self._at_step(step)
         return forward(self.model, params, buffers, x)
 
     def _first_order_now(self) -> bool:
         return self.first_order or int(self.iteration) < self.first_order_iterations
 
+    def _msl_active(self) -> bool:
+        return self.multi_step_loss and int(self.iteration) < self.msl_iterations
+
     def msl_weights(self, num_steps: int) -> Tensor:
-        """MAML++ multi-step loss weights for the current iteration: uniform at first, annealed to the last step."""
+        """MAML++ multi-step loss weights for the current iteration.
+
+        Uniform ``1/S`` at iteration 0; the weights of steps ``1..S-1`` fall linearly towards ``0.03/S`` over
+        ``msl_iterations`` (the last step takes the rest); from iteration ``msl_iterations`` on exactly
+        ``[0, ..., 0, 1]``: the last step's loss alone (Antoniou et al.'s code stops using the multi-step loss after
+        ``multi_step_loss_num_epochs``).
+        """
         if num_steps <= 1:
-            return torch.ones(max(num_steps, 1))
+            return torch.ones(max(num_steps, 1), dtype=torch.float64)
+        w = torch.zeros(num_steps, dtype=torch.float64)  # float64: the weights enter the loss as exact Python floats
+        if int(self.iteration) >= self.msl_iterations:
+            w[-1] = 1.0
+            return w
         uniform = 1.0 / num_steps
         floor = 0.03 / num_steps
-        progress = min(int(self.iteration) / self.msl_iterations, 1.0)
+        progress = int(self.iteration) / self.msl_iterations
         others = max(uniform - progress * (uniform - floor), floor)
-        w = torch.full((num_steps,), others)
+        w[:-1] = others
         w[-1] = 1.0 - others * (num_steps - 1)
         return w
 
@@ -295,12 +285,13 @@ class MAML(nn.Module):
         query_out: Callable[[Params, int], Tensor],
         loss_of: Callable[[Tensor], Tensor],
     ) -> tuple[Tensor, Tensor]:
-        """Query loss over an inner-loop trajectory (MAML++ multi-step loss when enabled) and the final outputs.
+        """Query loss over an inner-loop trajectory (MAML++ multi-step loss while it is annealed) and the final
+        outputs.
 
         ``query_out(p, s)``: query outputs with the parameters ``p`` after step ``s``; ``loss_of(outputs)``: their
         loss, a scalar (one task) or one per task (the stacked path).
         """
-        if self.multi_step_loss and len(trajectory) > 1:
+        if self._msl_active() and len(trajectory) > 1:
             weights = self.msl_weights(len(trajectory) - 1).tolist()
             outs = [query_out(p, s + 1) for s, p in enumerate(trajectory[1:])]
             loss = torch.stack([w * loss_of(o) for w, o in zip(weights, outs, strict=True)]).sum(0)
@@ -320,7 +311,9 @@ class MAML(nn.Module):
             if self.batch_tasks is True:
                 raise ValueError("batch_tasks=True needs the tasks of a meta-batch to have equal shapes")
             return None
-        if self._chain is not None:  # a LinearChain has no norm layers, so no per-step BatchNorm either
+        # a LinearChain has no norm layers, so no per-step BatchNorm either; hooks registered after __init__ would
+        # be skipped by the stacked path, so they send the meta-batch to the loop
+        if self._chain is not None and not has_hooks(self.model):
             first = episodes[0]
             if all(self._chain.inputs(x[None]) is not None for x in (first.support_x, first.query_x)):
                 return "stacked"
@@ -343,7 +336,7 @@ class MAML(nn.Module):
         )
         return losses, outs, qy
 
-    def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+    def meta_loss(self, tasks: MetaBatch) -> StepOutput:
         """Mean query loss over a meta-batch (differentiable) and the mean query accuracy (or loss).
 
         Under ``torch.distributed`` this rank computes only its share, scaled so that gradients summed over ranks
@@ -362,7 +355,7 @@ class MAML(nn.Module):
             )
         return shard(episodes, rank, size)
 
-    def meta_backward(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+    def meta_backward(self, tasks: MetaBatch) -> StepOutput:
         """Accumulate the meta-gradient of :meth:`meta_loss` task by task, freeing each task's graph at once.
 
         Same gradients as ``meta_loss(tasks).loss.backward()`` with the memory of one task's graph instead of the
@@ -370,10 +363,8 @@ class MAML(nn.Module):
         """
         return self._over_meta_batch(tasks, backward=True)
 
-    def _over_meta_batch(self, tasks: Iterable[Episode] | EpisodeBatch, backward: bool) -> StepOutput:
-        episodes = list(tasks)
-        if not episodes:
-            raise ValueError("the meta-batch is empty; give at least one task")
+    def _over_meta_batch(self, tasks: MetaBatch, backward: bool) -> StepOutput:
+        episodes = meta_batch(tasks)
         n = len(episodes)
         kept: list[Tensor] = []
         loss_sum, metric_sum = 0.0, 0.0
@@ -410,8 +401,9 @@ class MAML(nn.Module):
         """Sum gradients across ranks (no-op in one process); called between ``backward`` and the step."""
         all_reduce_gradients(self.parameters())
 
-    def meta_step(self, batch: Iterable[Episode] | EpisodeBatch) -> dict[str, float]:
-        """One meta-update on ``batch``; returns ``{"loss", "accuracy"}`` (``accuracy`` is the loss for regression)."""
+    def meta_step(self, batch: MetaBatch) -> dict[str, float]:
+        """One meta-update on ``batch`` (a meta-batch, or a single :class:`Episode` as a meta-batch of one); returns
+        ``{"loss", "accuracy"}`` (``accuracy`` is the loss for regression)."""
         self.optimizer.zero_grad(set_to_none=True)
         out = self.meta_backward(batch)
         self.all_reduce_gradients()
@@ -423,17 +415,18 @@ class MAML(nn.Module):
     ) -> History:
         """Meta-train with the shared loop (progress, validation, checkpoints, resume; see ``training.fit``).
 
-        ``tasks``: a sampler (``meta_batch_size`` episodes are drawn per iteration) or an iterable of meta-batches
-        (``EpisodeBatch`` or lists of episodes).
+        ``tasks``: a sampler (``meta_batch_size`` episodes are drawn per iteration), an iterable of meta-batches
+        (``EpisodeBatch`` or lists of episodes), or an iterable of single episodes, grouped ``meta_batch_size`` at a
+        time (a last, smaller group is a smaller meta-batch).
         """
-        stream = _MetaBatches(tasks, self.meta_batch_size) if callable(getattr(tasks, "sample", None)) else tasks
+        stream = meta_batches(tasks, self.meta_batch_size)
         rank, _ = world()
         return fit(
             self, stream, num_episodes=num_iterations, optimizer=self.optimizer, val_episodes=val_tasks,
             step_fn=self.meta_backward, after_backward=self.all_reduce_gradients, main_process=rank == 0, **kwargs,
         )  # fmt: skip
 
-    def training_step(self, batch: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+    def training_step(self, batch: MetaBatch) -> StepOutput:
         return self.meta_backward(batch)
 
     # -- adaptation and evaluation ---------------------------------------------------------------------------
@@ -441,7 +434,10 @@ class MAML(nn.Module):
     def adapt(self, task_support: Any, num_steps: int = 5) -> nn.Module:
         """A new module fine-tuned on ``task_support`` (an ``(x, y)`` pair or an :class:`Episode`'s support).
 
-        The meta-parameters (and the learner's buffers) are left bit-identical; meta-training can continue.
+        The meta-parameters (and the learner's buffers) are left bit-identical; meta-training can continue. The
+        returned module's BatchNorm layers normalise with batch statistics in eval mode too, as every forward of
+        MAML does (their running statistics are removed: ``use_batch_statistics``), so ``adapted.eval()`` and
+        ``adapted.train()`` predict alike and what :meth:`predict` returns; feed it batches, not single examples.
         """
         ep = as_episode(task_support)
         check_task_inputs(ep.support_x, ep.support_y)
@@ -457,6 +453,7 @@ class MAML(nn.Module):
                 p.copy_(final[name].detach())
         steps = self.num_inner_steps if num_steps is None else num_steps
         set_step(adapted, steps)  # per-step BatchNorm: the adapted module predicts with the query slot
+        use_batch_statistics(adapted)
         return adapted
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_steps: int | None = None) -> Tensor:
@@ -498,23 +495,3 @@ class MAML(nn.Module):
         """Query accuracy (classification) or MSE (regression) after adaptation, with 95% CI over tasks."""
         steps = self.num_inner_steps if num_steps is None else num_steps
         return self.adaptation_curve(tasks, (steps,))[steps]
-
-
-class _MetaBatches:
-    """Draws ``size`` episodes per ``sample()`` from a sampler; checkpointable like the sampler."""
-
-    def __init__(self, source: Any, size: int) -> None:
-        self.source, self.size = source, size
-
-    def sample(self) -> list[Episode]:
-        return [self.source.sample() for _ in range(self.size)]
-
-    def state_dict(self) -> Any:
-        return self.source.state_dict()
-
-    def load_state_dict(self, state: Any) -> None:
-        self.source.load_state_dict(state)
-
-    def __iter__(self) -> Iterator[list[Episode]]:
-        while True:
-            yield self.sample()

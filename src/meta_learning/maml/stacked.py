@@ -30,6 +30,24 @@ ELEMENTWISE: tuple[type[nn.Module], ...] = (
 )  # fmt: skip
 
 
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks",
+)  # fmt: skip
+
+
+def has_hooks(model: nn.Module) -> bool:
+    """Whether a forward/backward (pre-)hook is registered on ``model``, one of its submodules, or globally
+    (``torch.nn.modules.module.register_module_forward_hook`` and friends).
+
+    The stacked path calls no module but the activations, so it would skip such hooks: a hooked model takes the
+    per-task loop, which calls every module.
+    """
+    if any(getattr(nn.modules.module, name, None) for name in _GLOBAL_HOOKS):
+        return True
+    return any(getattr(m, name, None) for m in model.modules() for name in _MODULE_HOOKS)
+
+
 class LinearChain:
     """A model recognised as ``Linear -> activation -> ... -> Linear``: the layers with their parameter prefixes.
 
@@ -42,7 +60,8 @@ class LinearChain:
 
     @classmethod
     def of(cls, model: nn.Module) -> LinearChain | None:
-        """The chain of ``model``, or ``None`` when it is not a plain MLP (then the per-task loop is used)."""
+        """The chain of ``model``, or ``None`` when it is not a plain MLP or has hooks (:func:`has_hooks`; then the
+        per-task loop is used)."""
         from meta_learning.models.mlp import MLP
 
         if type(model) is MLP:
@@ -51,7 +70,7 @@ class LinearChain:
             seq, prefix, flatten = model, "", False
         else:
             return None
-        if any(True for _ in model.buffers()):
+        if any(True for _ in model.buffers()) or has_hooks(model):
             return None
         layers: list[tuple[str, nn.Module]] = []
         for name, module in seq.named_children():

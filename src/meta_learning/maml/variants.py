@@ -10,16 +10,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from meta_learning.data.episode import Episode, EpisodeBatch
 from meta_learning.maml.distributed import all_reduce_sum
 from meta_learning.maml.functional import LossFn, last_module_with_parameters
 from meta_learning.maml.maml import MAML
+from meta_learning.maml.tasks import MetaBatch, meta_batch
 from meta_learning.metrics import accuracy
 from meta_learning.training.loop import StepOutput
 
@@ -80,14 +80,12 @@ class Reptile(MAML):
         )  # fmt: skip
         self.optimizer = torch.optim.SGD(self.parameters(), lr=self.lr_outer)
 
-    def meta_loss(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+    def meta_loss(self, tasks: MetaBatch) -> StepOutput:
         """Surrogate ``sum_t 0.5 * ||theta - phi_t||^2 / B``, whose gradient is ``theta - mean_t(phi_t)``.
 
         Each rank sums over its share of the meta-batch, so gradients summed over ranks are the same.
         """
-        episodes = list(tasks)
-        if not episodes:
-            raise ValueError("the meta-batch is empty; give at least one task")
+        episodes = meta_batch(tasks)
         params = dict(self.model.named_parameters())
         terms: list[Tensor] = []
         metrics: list[float] = []
@@ -107,7 +105,7 @@ class Reptile(MAML):
         metric = metric_sum / len(episodes) if metrics else float("nan")
         return StepOutput(torch.stack(terms).sum() / len(episodes), metric)
 
-    def meta_backward(self, tasks: Iterable[Episode] | EpisodeBatch) -> StepOutput:
+    def meta_backward(self, tasks: MetaBatch) -> StepOutput:
         """Backward of the Reptile surrogate (its graph is one subtraction per parameter, nothing to free early)."""
         out = self.meta_loss(tasks)
         out.loss.backward()
