@@ -24,12 +24,31 @@ def shared_data_root() -> Path:
     return Path(os.environ.get("META_LEARNING_DATA", REPO.parent / "shared" / "data"))
 
 
+OMNIGLOT_SETS = ("images_background", "images_evaluation")
+
+
+def missing_omniglot_sets(root: Path) -> list[str]:
+    """The official Omniglot sets found neither as ``root/omniglot/<set>.zip`` nor as an extracted folder."""
+    folder = root / "omniglot"
+    return [s for s in OMNIGLOT_SETS if not ((folder / f"{s}.zip").is_file() or (folder / s).is_dir())]
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
+    """The real data root. Unset ``META_LEARNING_DATA`` and no ``../shared/data``: the test is skipped. An explicit
+    ``META_LEARNING_DATA`` without both Omniglot sets fails the test: the caller asked for real-data tests."""
     root = shared_data_root()
-    if not (root / "omniglot").is_dir():
-        pytest.skip(f"real data not found at {root} (set META_LEARNING_DATA to ../shared/data)")
-    return root
+    missing = missing_omniglot_sets(root)
+    if not missing:
+        return root
+    if "META_LEARNING_DATA" in os.environ:
+        pytest.fail(
+            f"META_LEARNING_DATA={os.environ['META_LEARNING_DATA']!r} but {root / 'omniglot'} lacks "
+            f"{', '.join(missing)} (as .zip or folder); point it at the data root that holds omniglot/, or unset it "
+            "to skip the real-data tests",
+            pytrace=False,
+        )
+    pytest.skip(f"real data not found at {root} (set META_LEARNING_DATA to ../shared/data)")
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,9 @@ def test_train_then_evaluate_reproduces_the_reported_accuracy(real_env, tmp_path
 
     # evaluate rebuilds the learner from the run folder and gets the same number on the same episodes
     assert main(["evaluate", str(run)]) == 0
-    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    assert f"checkpoint: {run / 'checkpoints' / 'best.pt'}" in out  # which file was evaluated
+    reported = json.loads(out.strip().splitlines()[-1])
     assert reported["mean"] == pytest.approx(acc["mean"]) and reported["n"] == 5
     assert main(["evaluate", str(run), "--way", "20", "--episodes", "3"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["way"] == 20
@@ -82,7 +84,10 @@ def test_help_everywhere(command, capsys):
 def test_datasets_and_configs_listing(real_env, capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
-    assert "omniglot" in out and "found:" in out.split("omniglot", 1)[1].splitlines()[0]
+    line = out.split("omniglot", 1)[1].splitlines()[0]
+    assert "found:" in line and "incomplete" not in line
+    assert "images_background 964 characters / 19280 drawings" in line
+    assert "images_evaluation 659 characters / 13180 drawings" in line
     assert main(["configs"]) == 0
     names = capsys.readouterr().out.split()
     assert {"protonet_omniglot_5w1s", "relationnet_omniglot_20w5s", "maml_omniglot_5w1s"} <= set(names)
@@ -104,3 +109,60 @@ def test_maml_config_trains_and_evaluates_through_the_cli(real_env, tmp_path, ca
     assert reported["mean"] == pytest.approx(results["test"]["5-way 1-shot"]["mean"])
     code = main(["train", "maml_omniglot_5w1s", "--set", "data.test_way=20", "--run-dir", str(tmp_path / "x")])
     assert code == 2 and "train_way=5 but data.test_way=20" in capsys.readouterr().err
+
+
+def _omniglot_names(zip_path, set_name, characters, drawings):
+    """An archive in the official layout whose PNGs are empty: `datasets` only lists the names."""
+    import zipfile
+
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for c in range(1, characters + 1):
+            for d in range(1, drawings + 1):
+                zf.writestr(f"{set_name}/Alpha/character{c:02d}/{c:04d}_{d:02d}.png", b"")
+
+
+def test_datasets_checks_both_omniglot_sets_and_their_counts(tmp_path, monkeypatch, capsys):
+    from meta_learning.data import omniglot as omniglot_module
+
+    def omniglot_line():
+        assert main(["datasets", "--root", str(tmp_path)]) == 0
+        return capsys.readouterr().out.split("omniglot", 1)[1].splitlines()[0]
+
+    assert omniglot_line().split() == ["not", "found"]
+    _omniglot_names(tmp_path / "omniglot" / "images_background.zip", "images_background", 2, 3)
+    line = omniglot_line()  # only the background set: not "found"
+    assert line.lstrip().startswith("incomplete:") and "images_evaluation not found" in line
+    assert "images_background 2 characters / 6 drawings, expected 964 x 20" in line
+    _omniglot_names(tmp_path / "omniglot" / "images_evaluation.zip", "images_evaluation", 1, 3)
+    monkeypatch.setattr(omniglot_module, "OFFICIAL_CHARACTERS", {"images_background": 2, "images_evaluation": 1})
+    monkeypatch.setattr(omniglot_module, "DRAWINGS_PER_CHARACTER", 3)
+    line = omniglot_line()
+    assert line.lstrip().startswith("found:") and "images_evaluation 1 characters / 3 drawings (" in line
+
+
+def test_a_corrupt_archive_is_an_error_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("META_LEARNING_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "data" / "omniglot").mkdir(parents=True)
+    (tmp_path / "data" / "omniglot" / "images_background.zip").write_bytes(b"not a zip")
+    args = ["train", "protonet_omniglot_5w1s", "--run-dir", str(tmp_path / "run"), "--no-progress",
+            "--set", f"data.root={tmp_path / 'data'}", "--set", "data.download=false"]  # fmt: skip
+    assert main(args) == 2  # Omniglot raises RuntimeError for a corrupt archive
+    err = capsys.readouterr().err
+    assert err.startswith("meta-learning train: error: ") and "is not a valid zip archive" in err
+    assert main(["datasets", "--root", str(tmp_path / "data")]) == 0  # the listing says so and goes on
+    assert "unreadable:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--way", "--shot", "--episodes"])
+def test_evaluate_refuses_non_positive_sizes(tmp_path, capsys, flag):
+    assert main(["evaluate", str(tmp_path), flag, "0"]) == 2  # not replaced by the config's value
+    assert f"{flag}=0 but it must be a positive integer" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_missing_explicit_checkpoint(tmp_path, capsys):
+    from meta_learning.config import ExperimentConfig, save_config
+
+    save_config(ExperimentConfig(), tmp_path / "config.yaml")
+    assert main(["evaluate", str(tmp_path), "--checkpoint", "best"]) == 2
+    assert f"no checkpoint at {tmp_path / 'checkpoints' / 'best.pt'}" in capsys.readouterr().err

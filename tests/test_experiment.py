@@ -45,3 +45,89 @@ def test_shipped_omniglot_configs_fit_the_twenty_drawings_per_character():
         if d.dataset == "omniglot":
             assert d.train_shot + d.train_query <= 20, name
             assert d.test_shot + d.test_query <= 20, name
+
+
+def test_relationnet_configs_use_the_papers_queries_per_class():
+    from meta_learning.config import load_config
+
+    # Sung et al. 2018, sec. 4.1: 19 / 15 / 10 / 5 queries for 5w1s / 5w5s / 20w1s / 20w5s on Omniglot
+    paper = {(5, 1): 19, (5, 5): 15, (20, 1): 10, (20, 5): 5}
+    relation = [n for n in shipped_configs() if n.startswith("relationnet_omniglot_")]
+    assert len(relation) == 4
+    for name in relation:
+        d = load_config(resolve_config_path(name)).data
+        assert d.train_query == paper[(d.train_way, d.train_shot)], name
+
+
+def test_config_values_a_learner_would_ignore_are_errors():
+    with pytest.raises(ValueError, match=r"model.backbone='resnet12' with learner.name='relationnet'.*'conv4'"):
+        build_learner(
+            from_dict(ExperimentConfig, {"learner": {"name": "relationnet"}, "model": {"backbone": "resnet12"}})
+        )
+    with pytest.raises(
+        ValueError, match=r"model.hidden_channels=32 with model.backbone='resnet12'.*allowed value is 64"
+    ):
+        build_learner(from_dict(ExperimentConfig, {"model": {"backbone": "resnet12", "hidden_channels": 32}}))
+    rn = build_learner(
+        from_dict(ExperimentConfig, {"learner": {"name": "relationnet"}, "model": {"hidden_channels": 16}})
+    )
+    assert rn.relation.convs[0][0].out_channels == 16  # what the relation network does read
+
+
+def test_evaluation_overrides_are_checked_not_replaced_by_the_config():
+    from _toy import ToyDataset
+    from meta_learning.experiment import evaluation_sampler
+
+    cfg = ExperimentConfig()  # test_way 5, test_shot 1
+    ds = ToyDataset([20] * 8)
+    assert (evaluation_sampler(cfg, ds).n_way, evaluation_sampler(cfg, ds).k_shot) == (5, 1)
+    assert (evaluation_sampler(cfg, ds, 3, 2).n_way, evaluation_sampler(cfg, ds, 3, 2).k_shot) == (3, 2)
+    with pytest.raises(ValueError, match="n_way=0 but it must be a positive integer"):
+        evaluation_sampler(cfg, ds, n_way=0)
+    with pytest.raises(ValueError, match="k_shot=0 but it must be a positive integer"):
+        evaluation_sampler(cfg, ds, k_shot=0)
+
+
+def _run_with(tmp_path, *names):
+    """A run folder of the default config with the named checkpoints (weights: a fixed random draw each)."""
+    from meta_learning.config import save_config
+    from meta_learning.training.checkpoint import save_checkpoint
+
+    cfg = ExperimentConfig()
+    save_config(cfg, tmp_path / "config.yaml")
+    weights = {}
+    for i, name in enumerate(names):
+        torch.manual_seed(i)
+        weights[name] = build_learner(cfg).state_dict()
+        save_checkpoint(tmp_path / "checkpoints" / f"{name}.pt", {"step": i, "model": weights[name]})
+    return weights
+
+
+def _same(learner, state):
+    return all(torch.equal(v, state[k]) for k, v in learner.state_dict().items())
+
+
+def test_load_run_never_swaps_an_explicit_checkpoint(tmp_path):
+    from meta_learning.experiment import load_run
+
+    weights = _run_with(tmp_path, "last")
+    with pytest.raises(FileNotFoundError) as info:
+        load_run(tmp_path, "best")
+    assert str(tmp_path / "checkpoints" / "best.pt") in str(info.value)
+    assert "checkpoint='last' is available" in str(info.value)
+    assert _same(load_run(tmp_path, "last")[1], weights["last"])
+    with pytest.warns(UserWarning, match=r"no checkpoints/best.pt .*loaded .*last.pt"):  # the default says so
+        assert _same(load_run(tmp_path)[1], weights["last"])
+    with pytest.raises(ValueError, match="checkpoint='final' is not supported"):
+        load_run(tmp_path, "final")
+
+
+def test_load_run_default_prefers_best(tmp_path, recwarn):
+    from meta_learning.experiment import load_run
+
+    weights = _run_with(tmp_path, "best", "last")
+    assert _same(load_run(tmp_path)[1], weights["best"]) and not recwarn.list
+    (tmp_path / "checkpoints" / "last.pt").unlink()
+    (tmp_path / "checkpoints" / "best.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"best.pt or .*last.pt; the folder has no checkpoint"):
+        load_run(tmp_path)

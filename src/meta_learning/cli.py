@@ -46,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--way", type=int, help="ways per test episode (default: the config's test_way)")
     ev.add_argument("--shot", type=int, help="shots per test episode (default: the config's test_shot)")
     ev.add_argument("--episodes", type=int, help="number of test episodes (default: the config's eval.episodes)")
-    ev.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    ev.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        help="which checkpoint to load (default: best.pt, or last.pt for a run without one; the choice is printed)",
+    )
 
     rep = sub.add_parser("report", help="an HTML page (and PNGs) with curves and a comparison table of runs")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by `meta-learning train`")
@@ -90,13 +94,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from meta_learning.experiment import evaluate_learner, load_run
+    from meta_learning._checks import check_positive_int
+    from meta_learning.experiment import evaluate_learner, load_run, run_checkpoint
 
-    cfg, learner = load_run(args.run_dir, args.checkpoint)
+    for flag, value in (("--way", args.way), ("--shot", args.shot), ("--episodes", args.episodes)):
+        if value is not None:
+            check_positive_int(flag, value)
+    checkpoint = args.checkpoint
+    if (Path(args.run_dir) / "config.yaml").is_file():  # else load_run says it is not a run folder
+        path = run_checkpoint(args.run_dir, checkpoint)
+        checkpoint = path.stem  # explicit from here on: the line below says which file is loaded
+        print(f"checkpoint: {path}")
+    cfg, learner = load_run(args.run_dir, checkpoint)
     if args.episodes is not None:
         cfg = replace(cfg, eval=replace(cfg.eval, episodes=args.episodes))
     acc = evaluate_learner(cfg, learner, n_way=args.way, k_shot=args.shot)
-    way, shot = args.way or cfg.data.test_way, args.shot or cfg.data.test_shot
+    way = cfg.data.test_way if args.way is None else args.way
+    shot = cfg.data.test_shot if args.shot is None else args.shot
     print(f"test {way}-way {shot}-shot: {acc}")
     print(json.dumps({"way": way, "shot": shot, **acc.to_dict()}))
     return 0
@@ -114,8 +128,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
     root = data_root(args.root)
     print(f"data root: {root}" + ("" if root.is_dir() else "  (missing)"))
+    print(f"  {'omniglot':<20} {_omniglot_status(root)}")
     checks = {
-        "omniglot": ["omniglot/images_background.zip", "omniglot/images_background", "images_background.zip"],
         "miniimagenet": ["mini-imagenet/train.csv"],
         "mnist": ["mnist/t10k-images-idx3-ubyte.gz"],
         "glue": ["glue/SST-2/train.tsv"],
@@ -127,6 +141,28 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         found = next((root / c for c in candidates if (root / c).exists()), None)
         print(f"  {name:<20} {'found: ' + str(found) if found else 'not found'}")
     return 0
+
+
+def _omniglot_status(root: Path) -> str:
+    """``found: ...`` when both official sets are present and complete, else ``incomplete: ...``/``not found``."""
+    from meta_learning.data.omniglot import DRAWINGS_PER_CHARACTER, OFFICIAL_CHARACTERS, summarize_sets
+
+    try:
+        sets = summarize_sets(root)
+    except RuntimeError as err:  # a corrupt archive: say so on this line, list the other datasets too
+        return f"unreadable: {err}"
+    if all(summary is None for summary in sets.values()):
+        return "not found"
+    parts = []
+    for name, summary in sets.items():
+        if summary is None:
+            parts.append(f"{name} not found")
+            continue
+        expected = f"{OFFICIAL_CHARACTERS[name]} x {DRAWINGS_PER_CHARACTER}"
+        note = "" if summary.complete else f", expected {expected}"
+        parts.append(f"{name} {summary.characters} characters / {summary.images} drawings{note} ({summary.path})")
+    complete = all(summary is not None and summary.complete for summary in sets.values())
+    return ("found: " if complete else "incomplete: ") + "; ".join(parts)
 
 
 def _cmd_configs(_: argparse.Namespace) -> int:
@@ -148,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError, ImportError, RuntimeError, OSError) as err:  # OSError: files, URLError
         print(f"meta-learning {args.command}: error: {err}", file=sys.stderr)
         return 2
 

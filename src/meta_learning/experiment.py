@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from meta_learning._checks import check_choice, check_positive_int
 from meta_learning._io import atomic_write_json, data_root
 from meta_learning.config import DataConfig, ExperimentConfig, load_config, save_config, to_dict
 from meta_learning.data.sampler import EpisodeSampler
@@ -58,11 +60,13 @@ def resolve_config_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def build_dataset(data: DataConfig, split: str) -> Any:
-    """The dataset named by ``data.dataset`` for ``split``."""
+    """The dataset named by ``data.dataset`` for ``split`` (Omniglot must be complete: ``check_complete=True``)."""
     if data.dataset == "omniglot":
         from meta_learning.data.omniglot import Omniglot
 
-        return Omniglot(root=data.root, split=split, download=data.download, image_size=data.image_size)
+        return Omniglot(
+            root=data.root, split=split, download=data.download, image_size=data.image_size, check_complete=True
+        )
     if data.dataset == "miniimagenet":
         from meta_learning.data.image_folder import MiniImageNet
 
@@ -73,6 +77,7 @@ def build_dataset(data: DataConfig, split: str) -> Any:
 
 
 MAML_FAMILY = ("maml", "anil", "metasgd")
+RESNET12_FIRST_WIDTH = 64  # ResNet12's default widths (64, 160, 320, 640); model.hidden_channels must say 64
 
 
 def build_learner(cfg: ExperimentConfig) -> Any:
@@ -83,6 +88,11 @@ def build_learner(cfg: ExperimentConfig) -> Any:
     if lc.name == "relationnet":
         from meta_learning.fewshot.relation import RelationNetwork
 
+        if m.backbone != "conv4":
+            raise ValueError(
+                f"model.backbone={m.backbone!r} with learner.name='relationnet': the relation network builds its own "
+                "four-block conv embedding, so the only allowed backbone is 'conv4'"
+            )
         return RelationNetwork(
             in_channels=m.in_channels,
             image_size=cfg.data.image_size,
@@ -100,6 +110,11 @@ def build_learner(cfg: ExperimentConfig) -> Any:
     elif m.backbone == "resnet12":
         from meta_learning.models.resnet12 import ResNet12
 
+        if m.hidden_channels != RESNET12_FIRST_WIDTH:
+            raise ValueError(
+                f"model.hidden_channels={m.hidden_channels} with model.backbone='resnet12': ResNet-12 has the fixed "
+                f"widths 64-160-320-640, so the only allowed value is {RESNET12_FIRST_WIDTH} (or use 'conv4')"
+            )
         encoder = ResNet12(in_channels=m.in_channels)
     else:
         raise ValueError(f"model.backbone={m.backbone!r} does not take images; use 'conv4' or 'resnet12'")
@@ -138,9 +153,11 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 def evaluation_sampler(
     cfg: ExperimentConfig, dataset: Any, n_way: int | None = None, k_shot: int | None = None
 ) -> EpisodeSampler:
-    """The sampler of fixed evaluation episodes (test way/shot/query unless overridden)."""
+    """The sampler of fixed evaluation episodes (test way/shot/query unless overridden; overrides must be > 0)."""
     d = cfg.data
-    return EpisodeSampler(dataset, n_way or d.test_way, k_shot or d.test_shot, d.test_query, seed=cfg.eval.seed)
+    way = d.test_way if n_way is None else check_positive_int("n_way", n_way)
+    shot = d.test_shot if k_shot is None else check_positive_int("k_shot", k_shot)
+    return EpisodeSampler(dataset, way, shot, d.test_query, seed=cfg.eval.seed)
 
 
 def train_experiment(
@@ -314,16 +331,46 @@ def _evaluate_on(cfg: ExperimentConfig, learner: Any, episodes: list[Any]) -> Ac
     return learner.evaluate(episodes)
 
 
-def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best") -> tuple[ExperimentConfig, Any]:
-    """Rebuild a run's learner from its ``config.yaml`` and load ``checkpoints/{checkpoint}.pt``."""
+CHECKPOINTS = ("best", "last")
+
+
+def run_checkpoint(run_dir: str | os.PathLike[str], checkpoint: str | None = None) -> Path:
+    """The checkpoint file of a run folder that :func:`load_run` reads.
+
+    ``checkpoint="best"`` or ``"last"``: ``checkpoints/{checkpoint}.pt``, which must exist. ``None`` (the default):
+    ``best.pt``, or ``last.pt`` when the run has no ``best.pt`` (trained without validation episodes).
+
+    Raises:
+        FileNotFoundError: the asked-for file (or, for ``None``, both) is missing; the message names the path and
+            the checkpoints that do exist.
+    """
+    if checkpoint is not None:
+        check_choice("checkpoint", checkpoint, CHECKPOINTS)
+    folder = Path(run_dir) / "checkpoints"
+    wanted = [checkpoint] if checkpoint is not None else list(CHECKPOINTS)
+    for name in wanted:
+        if (folder / f"{name}.pt").is_file():
+            return folder / f"{name}.pt"
+    present = [name for name in CHECKPOINTS if (folder / f"{name}.pt").is_file()]
+    tried = " or ".join(str(folder / f"{name}.pt") for name in wanted)
+    alternatives = f"checkpoint={present[0]!r} is available" if present else "the folder has no checkpoint"
+    raise FileNotFoundError(f"no checkpoint at {tried}; {alternatives}")
+
+
+def load_run(run_dir: str | os.PathLike[str], checkpoint: str | None = None) -> tuple[ExperimentConfig, Any]:
+    """Rebuild a run's learner from its ``config.yaml`` and load the checkpoint :func:`run_checkpoint` names.
+
+    ``checkpoint``: ``"best"``, ``"last"`` or ``None`` (``best.pt``, else ``last.pt`` with a ``UserWarning``
+    that says so); an explicitly requested checkpoint that is missing is a ``FileNotFoundError``.
+    """
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"{run} is not a run folder: it has no config.yaml")
+    path = run_checkpoint(run, checkpoint)
+    if checkpoint is None and path.stem != "best":
+        warnings.warn(f"{run} has no checkpoints/best.pt (no validation?); loaded {path}", UserWarning, stacklevel=2)
     cfg = load_config(run / "config.yaml")
     learner = build_learner(cfg)
-    path = run / "checkpoints" / f"{checkpoint}.pt"
-    if not path.is_file():
-        path = run / "checkpoints" / "last.pt"
     load_model_weights(learner, path)
     return cfg, learner
 

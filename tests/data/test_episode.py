@@ -85,3 +85,42 @@ def test_batch_checks_batch_size():
     b = EpisodeBatch.from_episodes([make_episode(), make_episode()])
     with pytest.raises(ValueError, match="disagree on the batch size"):
         EpisodeBatch(b.support_x, b.support_y, b.query_x, b.query_y, b.classes[:1])
+
+
+def _batch_fields(batch: EpisodeBatch) -> dict[str, torch.Tensor]:
+    return {k: getattr(batch, k) for k in ("support_x", "support_y", "query_x", "query_y", "classes")}
+
+
+@pytest.mark.parametrize(
+    ("episode", "field", "value", "message"),
+    [
+        # episode 1 alone breaks the rules that a single Episode enforces; the others are valid
+        (1, "support_y", torch.tensor([0, 0, 2, 2, 2, 2]), r"episode 1: support_y must use every label 0..2"),
+        (2, "query_y", torch.tensor([0, 1, 2, 1] * 3), None),  # valid: the control
+        (2, "support_y", torch.tensor([0, 0, 1, 1, 1, 1]), r"episode 2: query_y has label 2 but .* labels 0..1"),
+    ],
+)
+def test_batch_validates_every_episode_like_episode_does(episode, field, value, message):
+    fields = _batch_fields(EpisodeBatch.from_episodes([make_episode(seed=s) for s in range(3)]))
+    fields[field] = fields[field].clone()
+    fields[field][episode] = value
+    single = {k: v[episode] for k, v in fields.items() if k != "classes"}
+    if message is None:
+        EpisodeBatch(**fields)
+        Episode(**single)
+        return
+    with pytest.raises(ValueError, match=message):
+        EpisodeBatch(**fields)
+    with pytest.raises(ValueError, match=message.removeprefix(f"episode {episode}: ")):
+        Episode(**single)  # the reference: the same episode on its own is refused for the same reason
+
+
+def test_batch_checks_the_class_ids():
+    fields = _batch_fields(EpisodeBatch.from_episodes([make_episode(seed=s) for s in range(2)]))
+    with pytest.raises(ValueError, match=r"classes has 2 ids per episode but episode 0's labels span n_way=3"):
+        EpisodeBatch(**{**fields, "classes": fields["classes"][:, :2]})
+    with pytest.raises(ValueError, match=r"classes has shape \(6,\) and dtype torch.int64; expected integer"):
+        EpisodeBatch(**{**fields, "classes": fields["classes"].reshape(-1)})
+    with pytest.raises(ValueError, match="dtype torch.float32"):
+        EpisodeBatch(**{**fields, "classes": fields["classes"].float()})
+    assert len(EpisodeBatch(**{**fields, "classes": fields["classes"][:, :0]})) == 2  # no ids: allowed

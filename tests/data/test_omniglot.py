@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -281,6 +282,84 @@ def test_invalid_arguments(tmp_path, isolated_cache, kwargs, error, pattern):
         Omniglot(tmp_path, **{"split": "background", **kwargs})
 
 
+# -- completeness of the official sets ---------------------------------------------------------------------------
+
+
+def test_check_complete_refuses_a_partial_set_naming_the_path_and_the_counts(tmp_path, isolated_cache, fake_omniglot):
+    # 5 characters with all 20 drawings each: what a partially extracted images_background looks like
+    fake_omniglot(tmp_path / "omniglot", "images_background", BG, drawers=20, size=8)
+    folder = tmp_path / "omniglot" / "images_background"
+    with pytest.raises(ValueError) as info:
+        Omniglot(tmp_path, split="background", image_size=8, check_complete=True)
+    msg = str(info.value)
+    assert str(folder) in msg and "holds 5 characters and 100 drawings" in msg
+    assert "964 characters x 20 drawings" in msg and "check_complete=False" in msg
+    with pytest.raises(ValueError, match="holds 5 characters"):  # a Vinyals split checks each set it reads
+        Omniglot(tmp_path, split="train", image_size=8, check_complete=True)
+    assert len(Omniglot(tmp_path, split="background", image_size=8)) == 100  # default: a subset is fine
+    with pytest.raises(TypeError, match="check_complete must be a bool"):
+        Omniglot(tmp_path, split="background", check_complete="no")
+
+
+@pytest.fixture
+def official_counts_of_bg(monkeypatch):
+    """Make the BG fixture (5 characters x 3 drawings) the 'official' background set."""
+    monkeypatch.setitem(omniglot_module.OFFICIAL_CHARACTERS, "images_background", 5)
+    monkeypatch.setattr(omniglot_module, "DRAWINGS_PER_CHARACTER", 3)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_the_check_counts_drawings_per_character(
+    tmp_path, isolated_cache, official_counts_of_bg, as_zip, fake_omniglot
+):
+    files = fake_omniglot(tmp_path / "omniglot", "images_background", BG, as_zip=as_zip)
+    assert len(Omniglot(tmp_path, split="background", check_complete=True)) == 15  # complete: accepted
+    dropped = sorted(files)[10]  # one drawing of the 4th character
+    assert dropped.startswith("images_background/Beta/character02/")
+    if as_zip:
+        archive = tmp_path / "omniglot" / "images_background.zip"
+        with zipfile.ZipFile(archive) as zf:
+            kept = {name: zf.read(name) for name in zf.namelist() if name != dropped}
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, data in kept.items():
+                zf.writestr(name, data)
+    else:
+        (tmp_path / "omniglot" / dropped).unlink()
+    with pytest.raises(ValueError, match=r"holds 5 characters and 14 drawings, 1 characters without exactly 3 "
+                       r"drawings; e\.g\. 'Beta/character02' has 2"):  # fmt: skip
+        Omniglot(tmp_path, split="background", check_complete=True)
+
+
+def test_the_published_archive_is_trusted_by_its_sha256(tmp_path, isolated_cache, monkeypatch, fake_omniglot):
+    fake_omniglot(tmp_path / "omniglot", "images_background", BG, as_zip=True)
+    archive = tmp_path / "omniglot" / "images_background.zip"
+    with pytest.raises(ValueError, match="holds 5 characters"):
+        Omniglot(tmp_path, split="background", check_complete=True)
+    monkeypatch.setitem(omniglot_module.RESOURCES, "images_background", ("unused", sha256_file(archive)))
+    assert len(Omniglot(tmp_path, split="background", check_complete=True)) == 15
+
+
+def test_summarize_sets_counts_without_decoding(tmp_path, isolated_cache, monkeypatch, fake_omniglot):
+    fake_omniglot(tmp_path / "omniglot", "images_background", BG, as_zip=True)
+    fake_omniglot(tmp_path, "images_evaluation", EV, drawers=20)
+    monkeypatch.setattr(omniglot_module, "_decode_set", _fail_decode)
+    sets = omniglot_module.summarize_sets(tmp_path)
+    bg, ev = sets["images_background"], sets["images_evaluation"]
+    assert (bg.path, bg.characters, bg.images, bg.complete) == (
+        tmp_path / "omniglot" / "images_background.zip",
+        5,
+        15,
+        False,
+    )
+    assert (ev.path, ev.characters, ev.images) == (tmp_path / "images_evaluation", 2, 40)
+    monkeypatch.setitem(omniglot_module.OFFICIAL_CHARACTERS, "images_evaluation", 2)
+    assert ev.complete  # 2 characters x 20 drawings
+    assert omniglot_module.summarize_sets(tmp_path / "nowhere") == {
+        "images_background": None,
+        "images_evaluation": None,
+    }
+
+
 # -- download (never against the network) --------------------------------------------------------------------
 
 
@@ -355,7 +434,7 @@ EXPECTED = {
 def test_real_split_counts_and_disjointness(data_root, real_cache):
     chars = {}
     for split, (n_classes, n_examples) in EXPECTED.items():
-        ds = Omniglot(data_root, split=split, cache_dir=real_cache)
+        ds = Omniglot(data_root, split=split, cache_dir=real_cache, check_complete=True)  # 964 + 659 x 20
         assert (ds.num_classes, len(ds)) == (n_classes, n_examples), split
         assert np.bincount(ds.labels).tolist() == [20] * n_classes
         chars[split] = set(ds.characters)
@@ -405,3 +484,17 @@ def test_real_rotation_and_gather_speed(data_root, real_cache):
         ds.gather(idx)
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 0.010, times
+
+
+def test_an_explicit_meta_learning_data_without_omniglot_fails_instead_of_skipping(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "omniglot" / "images_background").mkdir(parents=True)  # the evaluation set is missing
+    test = f"{Path(__file__).resolve()}::test_real_second_load_is_fast"
+    env = {**os.environ, "META_LEARNING_DATA": str(tmp_path)}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", test]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 1, out.stdout[-2000:]
+    assert "lacks images_evaluation" in out.stdout and "1 error" in out.stdout

@@ -112,4 +112,11 @@ def test_errors_name_the_numbers():
     with pytest.raises(TypeError, match="n_query must be an int"):
         EpisodeSampler(ds, 2, 1, 1.5)
     with pytest.raises(TypeError, match="no `labels` attribute"):
-        EpisodeSampler([(torch.zeros(1), 0)], 1, 1, 0)
+        EpisodeSampler([(torch.zeros(1), 0)], 1, 1, 1)
+
+
+@pytest.mark.parametrize("n_query", [0, -2])
+def test_episodes_need_a_query_per_class(n_query):
+    # an episode without queries has no accuracy (evaluate would average an empty set to NaN)
+    with pytest.raises(ValueError, match=f"n_query={n_query} but it must be a positive integer"):
+        EpisodeSampler(ToyDataset([5, 5, 5]), 2, 1, n_query)

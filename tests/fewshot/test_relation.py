@@ -79,3 +79,20 @@ def test_errors():
         RelationNetwork(loss="hinge")
     with pytest.raises(ValueError, match="needs \\[B, C, H, W\\] feature maps"):
         RelationNetwork(embedding=nn.Flatten())
+
+
+def test_a_given_embedding_is_used_even_when_it_is_falsy():
+    # an empty nn.Sequential has len 0, so `embedding or Conv4(...)` would silently replace it by the default
+    identity = nn.Sequential()
+    rn = RelationNetwork(embedding=identity, in_channels=1, image_size=4, hidden_channels=8)
+    assert rn.embedding is identity
+    assert rn.predict(torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), torch.rand(3, 1, 4, 4)).shape == (3, 2)
+
+
+def test_evaluate_refuses_an_episode_without_queries():
+    rn = RelationNetwork(embedding=AsMap(), relation=LinearRelation([1.0, 0.0, 1.0, 0.0]))
+    ok = Episode(SUPPORT, LABELS, SUPPORT[:1], LABELS[:1])
+    empty = Episode(SUPPORT, LABELS, SUPPORT[:0], LABELS[:0])
+    assert rn.evaluate([ok]).n == 1
+    with pytest.raises(ValueError, match=r"episodes\[1\] has no query examples"):
+        rn.evaluate([ok, empty])  # instead of a NaN mean

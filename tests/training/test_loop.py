@@ -10,6 +10,7 @@ from _toy import ToyDataset
 from meta_learning import EpisodeSampler, PrototypicalNetwork
 from meta_learning._io import safe_torch_load
 from meta_learning.data import Episode
+from meta_learning.metrics import Accuracy, MeanCI, MeanSquaredError
 from meta_learning.training import StepOutput, fit
 
 
@@ -193,3 +194,137 @@ def test_bf16_autocast_runs_the_encoder_in_bf16_and_keeps_float32_state():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = learner.predict(x[:6], torch.arange(3).repeat(2), x[6:])
     assert logits.dtype == torch.float32
+
+
+# -- validation direction, best weights, fresh starts --------------------------------------------------------------
+
+
+class Scripted(nn.Module):
+    """A learner whose validation figures are a script: ``evaluate`` returns them in order, as ``kind``.
+
+    Its buffer ``steps`` counts training steps, so a state dict tells at which step it was taken.
+    """
+
+    def __init__(self, figures, kind=MeanSquaredError):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.figures, self.kind = list(figures), kind
+
+    def training_step(self, batch):
+        self.steps += 1
+        return StepOutput((self.w - 1.0).pow(2).sum(), 0.0)
+
+    def evaluate(self, episodes):
+        return self.kind(mean=self.figures.pop(0), ci95=0.0, n=1)
+
+
+class Counter:
+    """A checkpointable stream of dummy batches."""
+
+    def __init__(self):
+        self.i = 0
+
+    def sample(self):
+        self.i += 1
+        return self.i
+
+    def state_dict(self):
+        return {"i": self.i}
+
+    def load_state_dict(self, state):
+        self.i = state["i"]
+
+
+VAL = [None]  # the scripted learners ignore the episodes
+MSE_SCRIPT = [5.0, 4.0, 6.0, 3.0, 3.5, 7.0, 8.0]  # lowest at the 4th validation
+
+
+def _fit(learner, **kw):
+    return fit(learner, Counter(), **{"val_episodes": VAL, "eval_every": 2, "progress": False, **kw})
+
+
+def test_lower_mse_is_better_for_the_best_checkpoint_and_patience(tmp_path):
+    learner = Scripted(MSE_SCRIPT)
+    history = _fit(learner, num_episodes=14, patience=3, run_dir=tmp_path)
+    best_index = MSE_SCRIPT.index(min(MSE_SCRIPT))  # the reference: argmin of the script
+    assert history.best_val_accuracy == min(MSE_SCRIPT) and history.best_step == 2 * (best_index + 1) == 8
+    best = safe_torch_load(tmp_path / "checkpoints" / "best.pt")
+    assert best["step"] == 8 and int(best["model"]["steps"]) == 8
+    # three validations without a lower MSE after step 8 (3.5, 7, 8): stop at step 14
+    assert history.stopped_early and history.steps == 14
+
+
+def test_falling_mse_never_counts_against_patience():
+    script = [5.0, 4.0, 3.0, 2.0, 1.0]
+    history = _fit(Scripted(script), num_episodes=10, patience=1)
+    assert not history.stopped_early and history.steps == 10
+    assert history.best_step == 10 and history.best_val_accuracy == 1.0
+
+
+def test_val_mode_overrides_the_inferred_direction_and_unknown_figures_need_it():
+    history = _fit(Scripted([0.5, 0.9, 0.7], kind=Accuracy), num_episodes=6, val_mode="min")
+    assert history.best_step == 2 and history.best_val_accuracy == 0.5
+    history = _fit(Scripted([0.5, 0.9, 0.7], kind=MeanCI), num_episodes=6, val_mode="max")
+    assert history.best_step == 4
+    with pytest.raises(TypeError, match="evaluate returned a MeanCI.*pass val_mode='max'"):
+        _fit(Scripted([0.5], kind=MeanCI), num_episodes=2)
+    with pytest.raises(ValueError, match="val_mode='up' is not supported"):
+        _fit(Scripted([0.5]), num_episodes=2, val_mode="up")
+
+
+def test_a_non_finite_figure_is_never_the_best():
+    history = _fit(Scripted([float("nan"), 2.0, float("inf")]), num_episodes=6)
+    assert history.best_step == 4 and history.best_val_accuracy == 2.0
+
+
+@pytest.mark.parametrize("with_run_dir", [False, True])
+def test_the_learner_ends_with_the_best_validation_weights(tmp_path, with_run_dir):
+    learner = Scripted([0.5, 0.9, 0.7], kind=Accuracy)
+    run_dir = tmp_path if with_run_dir else None
+    history = _fit(learner, num_episodes=6, run_dir=run_dir)
+    assert history.best_step == 4 and int(learner.steps) == 4  # restored, with or without a run folder
+    if with_run_dir:  # last.pt keeps the last weights for resuming, best.pt the best ones
+        assert int(safe_torch_load(tmp_path / "checkpoints" / "last.pt")["model"]["steps"]) == 6
+        assert int(safe_torch_load(tmp_path / "checkpoints" / "best.pt")["model"]["steps"]) == 4
+    kept_last = Scripted([0.5, 0.9, 0.7], kind=Accuracy)
+    _fit(kept_last, num_episodes=6, restore_best=False)
+    assert int(kept_last.steps) == 6
+
+
+def test_train_episodes_without_run_dir_ends_with_the_best_weights():
+    learner, sampler, val = setup()
+    history = learner.train_episodes(sampler, num_episodes=15, lr=5e-2, val_episodes=val, eval_every=3, progress=False)
+    accs = [v["accuracy"] for v in history.val]
+    assert max(accs) > accs[-1]  # the last weights are not the best ones, so restoring is visible
+    assert learner.evaluate(val).mean == pytest.approx(history.best_val_accuracy) == pytest.approx(max(accs))
+
+
+def test_resume_keeps_the_best_weights_of_the_killed_session(tmp_path):
+    script = [0.2, 0.9, 0.3, 0.4, 0.5]  # best at step 4, before the checkpoint at step 6
+    kw = {"num_episodes": 10, "checkpoint_every": 6, "run_dir": tmp_path}
+    with pytest.raises(Interrupt):
+        _fit(Scripted(script, kind=Accuracy), callbacks=[kill_after(7)], **kw)
+    resumed = Scripted(script[3:], kind=Accuracy)  # validations at steps 8 and 10 are left
+    history = _fit(resumed, resume=True, **kw)
+    assert history.best_step == 4 and int(resumed.steps) == 4
+
+
+def test_resume_without_a_checkpoint_starts_the_run_folder_afresh(tmp_path):
+    reference = tmp_path / "fresh"
+    _fit(Scripted([3.0, 2.0]), num_episodes=4, log_every=2, run_dir=reference)
+    stale = tmp_path / "stale"
+    (stale / "checkpoints").mkdir(parents=True)
+    old = [{"kind": "train", "step": s, "loss": 9.0, "accuracy": 0.0} for s in range(1, 40)]
+    (stale / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    torch.save({"step": 99}, stale / "checkpoints" / "best.pt")
+    _fit(Scripted([3.0, 2.0]), num_episodes=4, log_every=2, run_dir=stale, resume=True)
+
+    def records(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "time_s"} for x in lines]
+
+    assert records(stale) == records(reference)  # nothing of the earlier run is left in the log
+    assert safe_torch_load(stale / "checkpoints" / "best.pt")["step"] == 4
+    _fit(Scripted([3.0]), num_episodes=2, run_dir=stale, val_episodes=None)
+    assert not (stale / "checkpoints" / "best.pt").exists()  # a fresh run without validation has no best.pt

@@ -104,12 +104,24 @@ class EpisodeBatch:
             value = getattr(self, name)
             if not isinstance(value, Tensor):
                 raise TypeError(f"EpisodeBatch.{name} must be a torch.Tensor, got {type(value).__name__}")
+        c = self.classes
+        if c.dim() != 2 or c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
+            raise ValueError(
+                f"EpisodeBatch.classes has shape {tuple(c.shape)} and dtype {c.dtype}; expected integer class ids "
+                "[B, N] ([B, 0] for regression or without ids)"
+            )
         _validate_split("support", self.support_x, self.support_y, batch_dims=1)
         _validate_split("query", self.query_x, self.query_y, batch_dims=1)
-        _validate_pair(self.support_x, self.support_y, self.query_x, self.query_y, batch_dims=1)
-        sizes = {t.shape[0] for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.classes)}
+        sizes = {t.shape[0] for t in (self.support_x, self.support_y, self.query_x, self.query_y, c)}
         if len(sizes) != 1:
             raise ValueError(f"EpisodeBatch tensors disagree on the batch size B: got sizes {sorted(sizes)}")
+        n_way = _validate_pair(self.support_x, self.support_y, self.query_x, self.query_y, batch_dims=1)
+        if n_way is not None and c.shape[1] and bool((n_way != c.shape[1]).any()):
+            i = int((n_way != c.shape[1]).nonzero()[0, 0])
+            raise ValueError(
+                f"EpisodeBatch.classes has {c.shape[1]} ids per episode but episode {i}'s labels span "
+                f"n_way={int(n_way[i])}; give one original class id per label"
+            )
 
     @classmethod
     def from_episodes(cls, episodes: Sequence[Episode]) -> EpisodeBatch:
@@ -177,7 +189,9 @@ def _validate_split(which: str, x: Tensor, y: Tensor, batch_dims: int) -> None:
             raise ValueError(f"{which}_y has a negative label {int(y.min())}; labels must be in 0..N-1")
 
 
-def _validate_pair(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, batch_dims: int) -> None:
+def _validate_pair(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, batch_dims: int) -> Tensor | None:
+    """Check a support/query pair, episode by episode when ``batch_dims == 1``; return each episode's ``n_way``
+    (``[B]``, ``[1]`` for one episode) for classification with non-empty support and query sets, else ``None``."""
     if sx.shape[batch_dims + 1 :] != qx.shape[batch_dims + 1 :]:
         raise ValueError(
             f"support_x examples have shape {tuple(sx.shape[batch_dims + 1 :])} but query_x examples have "
@@ -187,14 +201,29 @@ def _validate_pair(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, batch_dims: i
         raise ValueError(
             f"support_y is {sy.dtype} but query_y is {qy.dtype}; both must be integer labels or both float targets"
         )
-    if _is_classification(sy) and sy.numel() and qy.numel():
-        n_support = int(sy.max()) + 1
-        if int(qy.max()) >= n_support:
-            raise ValueError(
-                f"query_y has label {int(qy.max())} but the support set only has labels 0..{n_support - 1}"
-            )
-        present = torch.unique(sy.reshape(-1))
-        if batch_dims == 0 and present.numel() != n_support:
-            raise ValueError(
-                f"support_y must use every label 0..{n_support - 1} at least once; found {present.tolist()}"
-            )
+    if not (_is_classification(sy) and sy.numel() and qy.numel()):
+        return None
+    support, query = sy.reshape(-1, sy.shape[-1]).long(), qy.reshape(-1, qy.shape[-1]).long()  # [B, S], [B, M]
+    n_way = support.max(dim=1).values + 1
+    distinct = torch.zeros(support.shape[0], int(n_way.max()), dtype=torch.bool, device=sy.device)
+    distinct = distinct.scatter_(1, support, True).sum(dim=1)
+    query_max = query.max(dim=1).values
+    bad_query, missing = query_max >= n_way, distinct != n_way
+    if bool(bad_query.any()):
+        i = int(bad_query.nonzero()[0, 0])
+        raise ValueError(
+            f"{_which(i, batch_dims)}query_y has label {int(query_max[i])} but the support set only has labels "
+            f"0..{int(n_way[i]) - 1}"
+        )
+    if bool(missing.any()):
+        i = int(missing.nonzero()[0, 0])
+        raise ValueError(
+            f"{_which(i, batch_dims)}support_y must use every label 0..{int(n_way[i]) - 1} at least once; found "
+            f"{torch.unique(support[i]).tolist()}"
+        )
+    return n_way
+
+
+def _which(index: int, batch_dims: int) -> str:
+    """``"episode i: "`` to prefix a message about one episode of a batch (nothing for a single episode)."""
+    return f"episode {index}: " if batch_dims else ""

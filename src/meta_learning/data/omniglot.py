@@ -8,6 +8,11 @@ Splits:
   Default rotations ``(0, 90, 180, 270)``; each rotation of a character is its own class, so ``"train"`` has
   4,112 classes.
 
+With ``check_complete=True`` (what the experiment runner and the CLI use) the official sets must hold their
+official counts (964 / 659 characters, 20 drawings each), so that a partially extracted folder or a cut-down
+archive is an error rather than a smaller dataset; the default ``False`` reads any set in the official layout
+(subsets, test fixtures). ``meta-learning datasets`` reports the counts found.
+
 Images are read from the official archives ``images_background.zip`` / ``images_evaluation.zip`` as they are,
 or from their extracted folders, converted to grey, resized with LANCZOS and inverted so that ink is 1.0 and
 background 0.0. Each set is preprocessed once and cached as a ``uint8`` tensor, keyed by a sha256 of the source
@@ -42,6 +47,8 @@ SETS = ("images_background", "images_evaluation")
 OFFICIAL_SPLITS = {"background": "images_background", "evaluation": "images_evaluation"}
 VINYALS_SPLITS = ("train", "val", "test", "trainval")
 SPLITS = (*OFFICIAL_SPLITS, *VINYALS_SPLITS)
+OFFICIAL_CHARACTERS = {"images_background": 964, "images_evaluation": 659}
+DRAWINGS_PER_CHARACTER = 20
 
 # Official archives and their sha256, as listed by TensorFlow Datasets in
 # tensorflow_datasets/url_checksums/omniglot.txt (sizes 9,464,212 and 6,462,886 bytes). Its entry for
@@ -94,6 +101,11 @@ class Omniglot(TensorLabelledDataset):
         rotations: rotations in degrees (counter-clockwise, from ``0, 90, 180, 270``); each is a separate class.
             Default ``(0,)`` for the official sets, ``(0, 90, 180, 270)`` for the Vinyals splits.
         cache_dir: where preprocessed sets are cached; default ``$META_LEARNING_CACHE/omniglot``.
+        check_complete: require every set read to hold the official counts (:data:`OFFICIAL_CHARACTERS`
+            characters with :data:`DRAWINGS_PER_CHARACTER` drawings each), else ``ValueError`` naming the path and
+            the counts found; an archive whose sha256 is the published one in :data:`RESOURCES` is complete by
+            construction and is not counted. ``False`` (default): any characters and drawings in the official
+            layout.
 
     Attributes:
         labels: ``[N]`` int64, label ``c * len(rotations) + r`` for character ``c`` under rotation ``r``.
@@ -115,7 +127,10 @@ class Omniglot(TensorLabelledDataset):
         image_size: int = 28,
         rotations: Sequence[int] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        check_complete: bool = False,
     ) -> None:
+        if not isinstance(check_complete, bool):
+            raise TypeError(f"check_complete must be a bool, got {type(check_complete).__name__} ({check_complete!r})")
         self.split = check_choice("split", split, SPLITS)
         self.image_size = check_positive_int("image_size", image_size)
         self.rotations = _check_rotations(rotations, default=(0,) if split in OFFICIAL_SPLITS else _ROTATIONS)
@@ -123,7 +138,9 @@ class Omniglot(TensorLabelledDataset):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "omniglot"
         set_names = (OFFICIAL_SPLITS[split],) if split in OFFICIAL_SPLITS else SETS
         sources = {name: self._locate(name, download) for name in set_names}
-        loaded = {name: _load_set(src, image_size, self.cache_dir) for name, src in sources.items() if src}
+        loaded = {
+            name: _load_set(src, image_size, self.cache_dir, check_complete) for name, src in sources.items() if src
+        }
 
         if split in OFFICIAL_SPLITS:
             only = loaded[OFFICIAL_SPLITS[split]]
@@ -198,15 +215,13 @@ class Omniglot(TensorLabelledDataset):
     # -- locating and downloading -------------------------------------------------------------------------
 
     def _candidates(self) -> list[Path]:
-        return [self.root / "omniglot", self.root]
+        return _candidate_dirs(self.root)
 
     def _locate(self, set_name: str, download: bool) -> _Source | None:
         """First of ``<dir>/<set>/`` and ``<dir>/<set>.zip`` over the candidate dirs; downloads if asked."""
-        for folder in self._candidates():
-            if (folder / set_name).is_dir():
-                return _Source(set_name, "folder", folder / set_name)
-            if (folder / f"{set_name}.zip").is_file():
-                return _Source(set_name, "zip", folder / f"{set_name}.zip")
+        found = _find_source(self.root, set_name)
+        if found is not None:
+            return found
         if download:
             url, sha256 = RESOURCES[set_name]
             dest = download_url(url, self.root / "omniglot" / f"{set_name}.zip", sha256)
@@ -215,6 +230,73 @@ class Omniglot(TensorLabelledDataset):
             searched = " and ".join(repr(str(p / set_name)) + "[.zip]" for p in self._candidates())
             raise FileNotFoundError(f"Omniglot {set_name} not found: searched {searched}; {_HINT}")
         return None  # a Vinyals split reports every missing character at once
+
+
+def _candidate_dirs(root: Path) -> list[Path]:
+    """Where a set is looked for, in order: ``root/omniglot``, then ``root``."""
+    return [root / "omniglot", root]
+
+
+def _find_source(root: Path, set_name: str) -> _Source | None:
+    """First of ``<dir>/<set>/`` and ``<dir>/<set>.zip`` over :func:`_candidate_dirs`."""
+    for folder in _candidate_dirs(root):
+        if (folder / set_name).is_dir():
+            return _Source(set_name, "folder", folder / set_name)
+        if (folder / f"{set_name}.zip").is_file():
+            return _Source(set_name, "zip", folder / f"{set_name}.zip")
+    return None
+
+
+@dataclass(frozen=True)
+class SetSummary:
+    """What one official set found on disk holds: ``characters`` and ``images`` (drawings over all characters)."""
+
+    set_name: str
+    path: Path
+    characters: int
+    images: int
+
+    @property
+    def complete(self) -> bool:
+        """Whether the counts are the official ones (every character then has all its drawings)."""
+        expected = OFFICIAL_CHARACTERS[self.set_name]
+        return self.characters == expected and self.images == expected * DRAWINGS_PER_CHARACTER
+
+
+def summarize_sets(root: str | os.PathLike[str] | None = None) -> dict[str, SetSummary | None]:
+    """For each official set, where :class:`Omniglot` would read it under ``root`` and its counts (``None``: not
+    found). Only the file list is read, no image is decoded.
+
+    Raises:
+        RuntimeError: an archive is corrupt or a folder holds no images in the official layout.
+    """
+    out: dict[str, SetSummary | None] = {}
+    for set_name in SETS:
+        source = _find_source(data_root(root), set_name)
+        if source is None:
+            out[set_name] = None
+            continue
+        members = _list_images(source)
+        out[set_name] = SetSummary(set_name, source.path, len({char for char, _ in members}), len(members))
+    return out
+
+
+def _check_counts(source: _Source, members: list[tuple[str, str]]) -> None:
+    """Raise ``ValueError`` unless ``members`` hold the official characters x drawings of ``source``'s set."""
+    per_char: dict[str, int] = {}
+    for char, _ in members:
+        per_char[char] = per_char.get(char, 0) + 1
+    expected = OFFICIAL_CHARACTERS[source.set_name]
+    short = {c: n for c, n in per_char.items() if n != DRAWINGS_PER_CHARACTER}
+    if len(per_char) == expected and not short:
+        return
+    first = f"; e.g. {min(short)!r} has {short[min(short)]}" if short else ""
+    raise ValueError(
+        f"{str(source.path)!r} holds {len(per_char)} characters and {len(members)} drawings, {len(short)} characters "
+        f"without exactly {DRAWINGS_PER_CHARACTER} drawings{first}; the official {source.set_name} has {expected} "
+        f"characters x {DRAWINGS_PER_CHARACTER} drawings. The data is incomplete (a partial extraction?): extract "
+        f"it again or {_HINT}; for a deliberate subset pass check_complete=False"
+    )
 
 
 def _check_rotations(rotations: Sequence[int] | None, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -312,10 +394,14 @@ def _decode_set(source: _Source, members: list[tuple[str, str]], image_size: int
     }
 
 
-def _load_set(source: _Source, image_size: int, cache_dir: Path) -> dict[str, Any]:
-    """The preprocessed set, from the cache when its key (source sha256 + options) matches."""
+def _load_set(source: _Source, image_size: int, cache_dir: Path, check_complete: bool) -> dict[str, Any]:
+    """The preprocessed set, from the cache when its key (source sha256 + options) matches; with
+    ``check_complete`` the set must hold the official counts (unless it is the published archive)."""
     members = _list_images(source)
     fingerprint = _fingerprint(source, members)
+    published = source.kind == "zip" and fingerprint == RESOURCES[source.set_name][1]
+    if check_complete and not published:
+        _check_counts(source, members)
     options = {"image_size": image_size, "resample": _RESAMPLE, "version": _CACHE_VERSION}
     path = cache_dir / (f"{source.set_name}-{fingerprint[:24]}-{image_size}px-{_RESAMPLE}-v{_CACHE_VERSION}.pt")
     if path.is_file():

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from meta_learning._checks import check_non_negative_int, check_positive_int
+from meta_learning._checks import check_positive_int
 from meta_learning.data.base import gather, labels_of
 from meta_learning.data.episode import Episode
 from meta_learning.data.source import EpisodeSource
@@ -24,7 +24,7 @@ class EpisodeSampler(EpisodeSource):
         dataset: map-style dataset of ``(x, y)`` with a 1-D integer ``labels`` attribute.
         n_way: classes per episode ``N``.
         k_shot: support examples per class ``K``.
-        n_query: query examples per class ``Q`` (0 allowed for support-only tasks).
+        n_query: query examples per class ``Q`` >= 1 (every episode is trained and scored on its queries).
         seed: seed of the sampler's own ``torch.Generator``; the global RNG is never touched.
 
     Example:
@@ -38,7 +38,7 @@ class EpisodeSampler(EpisodeSource):
         self.dataset = dataset
         self.n_way = check_positive_int("n_way", n_way)
         self.k_shot = check_positive_int("k_shot", k_shot)
-        self.n_query = check_non_negative_int("n_query", n_query)
+        self.n_query = check_positive_int("n_query", n_query)
         labels = labels_of(dataset)
         classes, counts = np.unique(labels, return_counts=True)
         if n_way > len(classes):

@@ -28,11 +28,12 @@ def SplitOmniglot(
     split_seed: int = 0,
     image_size: int = 28,
     cache_dir: str | os.PathLike[str] | None = None,
+    check_complete: bool = False,
 ) -> Stream:
     """Omniglot alphabets as a stream of experiences.
 
     Args:
-        root, image_size, cache_dir: as for :class:`~meta_learning.data.omniglot.Omniglot`.
+        root, image_size, cache_dir, check_complete: as for :class:`~meta_learning.data.omniglot.Omniglot`.
         scenario: ``"task"`` (one head per alphabet, labels local to the alphabet; the usual setting),
             ``"domain"`` or ``"class"`` (one head over every character of the chosen alphabets).
         split: ``"background"`` (30 alphabets, 964 characters) or ``"evaluation"`` (20 alphabets, 659).
@@ -44,7 +45,9 @@ def SplitOmniglot(
         >>> [e.classes[:2] for e in stream]                                         # doctest: +SKIP
     """
     check_choice("split", split, OFFICIAL_SPLITS)
-    omni = Omniglot(root, split=split, image_size=image_size, rotations=(0,), cache_dir=cache_dir)
+    omni = Omniglot(
+        root, split=split, image_size=image_size, rotations=(0,), cache_dir=cache_dir, check_complete=check_complete
+    )
     by_alphabet: dict[str, list[int]] = {}
     for class_id, name in enumerate(omni.class_names):
         by_alphabet.setdefault(name.split("/", 1)[0], []).append(class_id)

@@ -125,14 +125,16 @@ class EpisodicLearner(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, episodes: Iterable[Episode]) -> Accuracy:
-        """Mean query accuracy with 95% CI over ``episodes`` (eval mode, no gradients)."""
+        """Mean query accuracy with 95% CI over ``episodes`` (eval mode, no gradients); every episode needs a query."""
         was_training = self.training
         self.eval()
         try:
             device = next(self.parameters()).device
             accs = []
-            for ep in episodes:
+            for i, ep in enumerate(episodes):
                 ep = ep.to(device)
+                if ep.query_y.numel() == 0:
+                    raise ValueError(f"episodes[{i}] has no query examples; accuracy needs at least one per episode")
                 accs.append(accuracy(self.predict(ep.support_x, ep.support_y, ep.query_x), ep.query_y))
         finally:
             self.train(was_training)

@@ -81,9 +81,9 @@ class RelationNetwork(EpisodicLearner):
         super().__init__()
         check_positive_int("image_size", image_size)
         self.loss_type = check_choice("loss", loss, LOSSES)
-        self.embedding = embedding or Conv4(
-            in_channels=in_channels, hidden_channels=hidden_channels, pool_blocks=2, flatten=False
-        )
+        if embedding is None:
+            embedding = Conv4(in_channels=in_channels, hidden_channels=hidden_channels, pool_blocks=2, flatten=False)
+        self.embedding = embedding
         if relation is None:
             c, h, w = self._feature_shape(in_channels, image_size)
             relation = RelationModule(c, (h, w), hidden_channels=hidden_channels, hidden=relation_hidden)

@@ -6,10 +6,14 @@ optimizer, validates on a fixed set every ``eval_every`` steps, keeps the best c
 ``run_dir``. A run killed at any point and restarted with ``resume=True`` ends with the same weights as an
 uninterrupted run (on CPU), because the stream's generator, the global RNG, optimizer and scheduler states are
 all checkpointed and the metrics log is truncated back to the checkpoint.
+
+Validation direction: an :class:`~meta_learning.metrics.Accuracy` improves when it rises, a
+:class:`~meta_learning.metrics.MeanSquaredError` (regression tasks) when it falls; ``val_mode`` overrides this.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -25,6 +29,7 @@ from torch import Tensor, nn
 
 from meta_learning._checks import check_positive_float, check_positive_int
 from meta_learning._io import atomic_write_text
+from meta_learning.metrics import Accuracy, MeanSquaredError
 from meta_learning.training.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -53,8 +58,10 @@ class EpisodicModel(Protocol):
 class History:
     """Training record: one entry per logged step and per validation, plus the best validation.
 
-    ``wall_time_s`` is the loop's wall time summed over all sessions of a resumed run, ``val_time_s`` the part of it
-    spent validating.
+    ``best_val_accuracy`` is the best validation figure: the highest accuracy, or for a regression metric
+    (:class:`~meta_learning.metrics.MeanSquaredError`) the lowest error; ``val`` records keep it under
+    ``"accuracy"`` either way. ``wall_time_s`` is the loop's wall time summed over all sessions of a resumed run,
+    ``val_time_s`` the part of it spent validating.
     """
 
     train: list[dict[str, float]] = field(default_factory=list)
@@ -116,6 +123,8 @@ def fit(
     lr_schedule: str = "step",
     autocast: torch.dtype | None = None,
     val_episodes: Sequence[Any] | None = None,
+    val_mode: str | None = None,
+    restore_best: bool = True,
     eval_every: int = 500,
     patience: int | None = None,
     max_time_s: float | None = None,
@@ -146,12 +155,22 @@ def fit(
             native bfloat16 (AVX2 only) several times slower: 7x measured); weights, optimizer state and gradients stay
             float32. ``None``: full float32. Validation always runs in float32.
         val_episodes: fixed validation episodes, evaluated every ``eval_every`` steps and at the end.
+        val_mode: ``"max"`` (higher is better) or ``"min"`` (lower is better) for the figure ``evaluate`` returns;
+            ``None`` infers it: ``"max"`` for an ``Accuracy``, ``"min"`` for a ``MeanSquaredError`` (any other
+            type is a ``TypeError`` asking for ``val_mode``). A non-finite figure never counts as an improvement.
+        restore_best: with ``val_episodes``, keep a copy of the best-validation weights in memory (and in
+            ``last.pt``, so resuming keeps it) and load them into ``learner`` when training ends (normally, early
+            or by time), with or without ``run_dir``; ``last.pt`` still holds the last weights. ``False``: the
+            learner ends with the last weights (the best ones are then only in ``best.pt``, given ``run_dir``).
         patience: stop after this many validations without improvement (``None``: never).
         max_time_s: stop (with a validation and a checkpoint) after the step that passes this much training
             wall time, counted over all sessions of a resumed run (``None``: no limit).
         run_dir: where ``metrics.jsonl`` and ``checkpoints/{last,best}.pt`` go (``None``: nothing is written).
+            A run that does not continue from a checkpoint starts ``run_dir`` afresh: an old ``metrics.jsonl``,
+            ``last.pt`` and ``best.pt`` are removed.
         checkpoint_every: steps between resumable checkpoints (also written at the end).
-        resume: continue from ``run_dir/checkpoints/last.pt`` if it exists.
+        resume: continue from ``run_dir/checkpoints/last.pt`` if it exists (else start afresh, as above); the
+            metrics log is cut back to the checkpoint's step.
         progress: tqdm bar with live loss/accuracy (only when stderr is a terminal).
         callbacks: ``fn(step, record)`` called after each step (``step`` counts from 1).
         step_fn: replaces ``learner.training_step`` (e.g. a meta-step over a meta-batch).
@@ -160,7 +179,8 @@ def fit(
             others still read checkpoints to resume).
 
     Returns:
-        The :class:`History`; with ``val_episodes`` the best weights are in ``run_dir/checkpoints/best.pt``.
+        The :class:`History`. With ``val_episodes`` the best weights are in ``run_dir/checkpoints/best.pt`` and,
+        with ``restore_best``, in ``learner``.
     """
     check_positive_int("num_episodes", num_episodes)
     check_positive_int("eval_every", eval_every)
@@ -172,6 +192,10 @@ def fit(
         check_positive_float("max_time_s", max_time_s)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir: the checkpoint to resume from lives there")
+    if not isinstance(restore_best, bool):
+        raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__} ({restore_best!r})")
+    if val_mode not in (None, "max", "min"):
+        raise ValueError(f"val_mode={val_mode!r} is not supported; use 'max', 'min' or None (inferred)")
     stream = _as_stream(episodes)
     train_step: Callable[[Any], StepOutput] = step_fn or learner.training_step  # type: ignore[assignment]
     if optimizer is None:
@@ -193,6 +217,7 @@ def fit(
     history = History()
     start = 0
     evals_since_best = 0
+    best_state: dict[str, Any] | None = None  # the best-validation weights, kept when restore_best
     running = [0.0, 0.0, 0]  # loss sum, accuracy sum, steps since the last log line
     if run is not None and ckpt_dir is not None:
         if main_process:
@@ -213,10 +238,13 @@ def fit(
             history = History(**json.loads(state["history"]))
             evals_since_best = int(state["evals_since_best"])
             running = list(state["running"])
+            if restore_best:
+                best_state = _resumed_best(state, ckpt_dir / "best.pt", history.best_step)
             if main_process:
                 _truncate_jsonl(run / "metrics.jsonl", start)
-        elif main_process and not resume and (run / "metrics.jsonl").exists():
-            (run / "metrics.jsonl").unlink()
+        elif main_process:  # a fresh start: nothing of an earlier run in this folder may mix with this one
+            for stale in (run / "metrics.jsonl", last, ckpt_dir / "best.pt"):
+                stale.unlink(missing_ok=True)
     if resume and start > 0 and not callable(getattr(stream, "state_dict", None)):
         raise ValueError("cannot resume from a plain iterable of episodes; pass a sampler with state_dict()")
 
@@ -236,6 +264,7 @@ def fit(
                 "history": json.dumps(history.to_dict()),
                 "evals_since_best": evals_since_best,
                 "running": running,
+                "best_model": best_state,
             },
         )
 
@@ -283,18 +312,21 @@ def fit(
             val_start = time.perf_counter()
             acc = learner.evaluate(val_episodes)  # type: ignore[operator]
             history.val_time_s += time.perf_counter() - val_start
+            higher_is_better = _higher_is_better(acc, val_mode)
             val = {"step": step, "accuracy": acc.mean, "ci95": acc.ci95, "time_s": time.perf_counter() - t0}
             history.val.append(val)
             _append_jsonl(run if main_process else None, {"kind": "val", **val})
-            if history.best_val_accuracy is None or acc.mean > history.best_val_accuracy:
+            if _improves(float(acc.mean), history.best_val_accuracy, higher_is_better):
                 history.best_val_accuracy, history.best_step = acc.mean, step
                 evals_since_best = 0
+                if restore_best:
+                    best_state = copy.deepcopy(learner.state_dict())
                 if ckpt_dir is not None and main_process:
                     save_checkpoint(ckpt_dir / "best.pt", {"step": step, "model": learner.state_dict()})
             else:
                 evals_since_best += 1
             if bar is not None:
-                bar.set_description(f"val {100 * acc.mean:.2f}%")
+                bar.set_description(f"val {100 * acc.mean:.2f}%" if higher_is_better else f"val {acc.mean:.4g}")
             if patience is not None and evals_since_best >= patience:
                 history.stopped_early = stop = True
         history.steps = step
@@ -309,7 +341,47 @@ def fit(
             break
     if bar is not None:
         bar.close()
+    if best_state is not None:
+        learner.load_state_dict(best_state)
     return history
+
+
+def _higher_is_better(result: Any, val_mode: str | None) -> bool:
+    """Whether a larger ``result.mean`` is a better validation figure (see ``fit``'s ``val_mode``)."""
+    if val_mode is not None:
+        return val_mode == "max"
+    if isinstance(result, MeanSquaredError):
+        return False
+    if isinstance(result, Accuracy):
+        return True
+    raise TypeError(
+        f"evaluate returned a {type(result).__name__}, so whether a higher or lower validation figure is better is "
+        "unknown; pass val_mode='max' (higher is better) or val_mode='min' (lower is better)"
+    )
+
+
+def _improves(value: float, best: float | None, higher_is_better: bool) -> bool:
+    """Whether ``value`` beats ``best`` (``None``: no finite figure yet); a non-finite value never does."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value > best if higher_is_better else value < best
+
+
+def _resumed_best(state: dict[str, Any], best_path: Path, best_step: int | None) -> dict[str, Any] | None:
+    """The best-validation weights of a resumed run: from ``last.pt``, or from ``best.pt`` for a checkpoint that
+    predates that entry (only when ``best.pt`` holds the step the history names)."""
+    if "best_model" in state or best_step is None:
+        return state.get("best_model")
+    best = load_checkpoint(best_path) if best_path.is_file() else None
+    if best is None or int(best["step"]) != best_step:
+        found = "is missing" if best is None else f"holds step {int(best['step'])}"
+        raise ValueError(
+            f"the checkpoint's history names best step {best_step} but {best_path} {found}; the best weights cannot "
+            "be restored: resume with restore_best=False or start the run again"
+        )
+    return dict(best["model"])
 
 
 def _progress_bar(enabled: bool, total: int, initial: int) -> Any:
