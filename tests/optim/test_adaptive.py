@@ -56,11 +56,22 @@ def test_without_adaptation_it_is_the_base_optimizer(base, kwargs, reference):
     assert torch.allclose(ours, ref, rtol=1e-10, atol=1e-12)
 
 
-def test_hypergradient_matches_its_definition():
-    """∂f(θ_{t-1}(α)) / ∂ log α with θ_{t-1}(α) = θ_{t-2} - α d_{t-1}, by autograd through the update."""
+@pytest.mark.parametrize(
+    ("base", "weight_decay", "l2"),
+    [
+        ("adam", 0.0, 0.0),
+        ("adam", 0.1, 0.1),  # L2: the objective is f + λ/2 |θ|²
+        ("sgd", 0.0, 0.0),
+        ("sgd", 0.05, 0.05),
+        ("adamw", 0.1, 0.0),  # decoupled decay: in the direction, not in the objective
+    ],
+)
+def test_hypergradient_matches_its_definition(base, weight_decay, l2):
+    """∂F(θ_{t-1}(α)) / ∂ log α with θ_{t-1}(α) = θ_{t-2} - α d_{t-1}, by autograd through the update, for the
+    objective F the base step descends (``f``, plus ``λ/2 |θ|²`` for Adam's and SGD's L2 decay)."""
     net = model()
     data = batches(2)
-    opt = AdaptiveOptimizer(net, "adam", lr=0.05)
+    opt = AdaptiveOptimizer(net, base, lr=0.05, weight_decay=weight_decay)
     x0, y0 = data[0]
     opt.zero_grad()
     nn.functional.mse_loss(net(x0), y0).backward()
@@ -74,15 +85,17 @@ def test_hypergradient_matches_its_definition():
                                                                    strict=True)}  # fmt: skip
     x1, y1 = data[1]
     loss = nn.functional.mse_loss(torch.func.functional_call(net, params, (x1,)), y1)
+    loss = loss + 0.5 * l2 * sum((t * t).sum() for t in params.values())
     (expected,) = torch.autograd.grad(loss, log_alpha)
 
     opt.zero_grad()
     nn.functional.mse_loss(net(x1), y1).backward()
-    grads = [p.grad.clone() for p in net.parameters()]
+    grads = [p.grad + l2 * p.detach() for p in net.parameters()]  # the gradient the base step uses
     scale_before = opt.param_groups[0]["log_lr_scale"]
     opt.step()
     assert opt.last_hypergradients[0] == pytest.approx(expected.item(), rel=1e-9)
-    # first Adam step on the log-scale: the bias-corrected ratio is sign(h), so it moves by exactly β against h
+    # -α g_t · d_{t-1}; the first Adam step on the log-scale: the bias-corrected ratio is sign(h), so it moves by
+    # exactly β against h
     dot = sum(float((g * d).sum()) for g, d in zip(grads, directions, strict=True))
     assert opt.last_hypergradients[0] == pytest.approx(-alpha * dot, rel=1e-9)
     moved = opt.param_groups[0]["log_lr_scale"] - scale_before

@@ -145,3 +145,27 @@ def test_pruner_stops_hopeless_trials_in_an_optuna_study():
     assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
     assert len(study.trials[3].intermediate_values) < 10  # stopped early, not at the end
     assert math.isfinite(study.best_value)
+
+
+def test_pruner_without_startup_trials_waits_for_a_first_incumbent():
+    """n_startup_trials=0: with no finished trial there is nothing to compare with, so nothing is pruned (it used to
+    raise from study.best_value); once a trial has finished, a hopeless curve is pruned."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    finals = [0.5, 0.9, 0.5]
+    reported = []
+
+    def objective(trial):
+        value = 0.0
+        for epoch in range(1, 31):
+            value = finals[trial.number] - 0.4 * epoch**-0.8
+            trial.report(value, epoch)
+            reported.append(trial.number)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    pruner = LearningCurvePruner(max_resource=30, n_startup_trials=0, bounds=(0.0, 1.0))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0), pruner=pruner)
+    study.optimize(objective, n_trials=3)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert reported.count(0) == 30  # the first trial, hopeless as it is, ran to the end: there was no incumbent

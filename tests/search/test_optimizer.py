@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -149,18 +151,35 @@ def test_ask_tell_with_failures_and_type_errors():
     assert set(t.params) == {"x"} and t.number == 0
     s.tell(t, None)
     t2 = s.ask()
-    with pytest.raises(TypeError, match="value must be a real number"):
-        s.tell(t2, "0.5")  # type: ignore[arg-type]
+    for bad in ("0.5", True, np.bool_(False), [0.5], torch.tensor([0.5, 0.6]), 1 + 0j):
+        with pytest.raises(TypeError, match=r"value must be a real number, got"):
+            s.tell(t2, bad)  # type: ignore[arg-type]
     s.tell(t2, 0.5)
-    assert [tr.state for tr in s.study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    # NumPy scalars and one-element tensors are real numbers too; a NumPy NaN marks the trial failed
+    for value in (np.float32(0.25), np.int64(3), torch.tensor(0.75, dtype=torch.float64), np.float64("nan")):
+        s.tell(s.ask(), value)
+    assert [tr.state for tr in s.study.trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 4 + [TrialState.FAIL]
+    assert [tr.value for tr in s.study.trials[1:5]] == [0.5, 0.25, 3.0, 0.75]
+    assert all(type(tr.value) is float for tr in s.study.trials[1:5])
+
+
+def test_an_objective_returning_a_non_number_fails_its_trial_and_raises():
+    s = Searcher({"x": (0.0, 1.0)}, strategy="random", direction="maximize", storage="memory", seed=0)
+    with pytest.raises(TypeError, match=r"the objective's return value must be a real number, got str \('0.5'\)"):
+        s.optimize(lambda p: "0.5", num_trials=2)
+    assert [tr.state for tr in s.study.trials] == [TrialState.FAIL]  # not left running (a pending point forever)
+    s.optimize(lambda p: np.float32(p["x"]), num_trials=2)
+    assert s.best_value == pytest.approx(max(tr.params["x"] for tr in s.study.trials[1:]), rel=1e-6)
 
 
 def test_direction_from_objective_and_errors():
     assert direction_from_objective("validation_accuracy") == "maximize"
     assert direction_from_objective("val_loss") == "minimize"
     assert direction_from_objective("F1-score") == "maximize"
-    with pytest.raises(ValueError, match="pass direction="):
+    with pytest.raises(ValueError, match="it names no known metric.*pass direction="):
         direction_from_objective("validation_metric")
+    with pytest.raises(ValueError, match=r"metrics of both kinds: \['acc', 'loss'\]"):
+        direction_from_objective("acc_minus_loss")
     with pytest.raises(ValueError, match="search_space is required"):
         BayesianOptimizer("loss")
     with pytest.raises(ValueError, match="acquisition='ei' is not supported"):
@@ -171,6 +190,20 @@ def test_direction_from_objective_and_errors():
         BayesianOptimizer("loss", {"x": (0.0, 1.0)}, storage="memory").optimize(lambda p: 0.0, 4, n_jobs=2)
     with pytest.raises(ValueError, match="num_trials=0"):
         BayesianOptimizer("loss", {"x": (0.0, 1.0)}, storage="memory").optimize(lambda p: 0.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("objective", "direction"),
+    [
+        ("ValAccuracy", "maximize"), ("valAcc", "maximize"), ("valF1", "maximize"), ("mAP@5", "maximize"),
+        ("NDCG@10", "maximize"), ("bleu", "maximize"), ("rougeL", "maximize"), ("test AUC", "maximize"),
+        ("top1Acc", "maximize"), ("nll", "minimize"), ("valNLL", "minimize"), ("trainLoss", "minimize"),
+        ("val-rmse", "minimize"), ("HTTPLatency", "minimize"), ("wall time (s)", "minimize"),
+        ("neg_log_loss", "maximize"), ("negative_log_likelihood", "minimize"),
+    ],
+)  # fmt: skip
+def test_direction_from_camel_case_and_common_metric_names(objective, direction):
+    assert direction_from_objective(objective) == direction
 
 
 def test_ucb_acquisition_runs_the_same_loop():
@@ -187,3 +220,28 @@ def test_default_storage_is_sqlite_on_disk(tmp_path, monkeypatch):
     assert (tmp_path / "search" / "studies.db").is_file()
     again = optuna.load_study(study_name="s1", storage=bo.storage_url)
     assert len(again.trials) == 2
+
+
+def test_timeout_stops_starting_trials():
+    s = Searcher({"x": (0.0, 1.0)}, strategy="random", direction="minimize", storage="memory", seed=0)
+    start = time.monotonic()
+    s.optimize(lambda p: time.sleep(0.1) or p["x"], num_trials=1000, timeout=0.35)
+    elapsed = time.monotonic() - start
+    # trials start at 0, 0.1, 0.2 and 0.3 s; none after the deadline, the last one runs to its end
+    assert 2 <= len(s.study.trials) <= 5 and elapsed < 2.0, (len(s.study.trials), elapsed)
+    assert all(t.state == TrialState.COMPLETE for t in s.study.trials)
+
+
+@pytest.mark.parametrize("liar", ["mean", "best", "worst"])
+def test_constant_liar_imputes_the_documented_value(liar):
+    """The pending point is conditioned on 0 (the standardised mean), the best or the worst observed value."""
+    strategy = GPStrategy({"x": (0.0, 1.0)}, seed=0, constant_liar=liar)
+    x = torch.tensor([[0.1], [0.3], [0.5], [0.7]], dtype=torch.float64)
+    y = torch.tensor([1.0, 4.0, 2.0, -3.0], dtype=torch.float64)
+    z = (y.numpy() - y.numpy().mean()) / y.numpy().std(ddof=1)  # standardised by hand
+    lie = {"mean": 0.0, "best": z.max(), "worst": z.min()}[liar]
+    pending = torch.tensor([[0.95]], dtype=torch.float64)
+    fit = strategy.surrogate(x, y, pending, torch.Generator().manual_seed(0))
+    mean, _ = fit.model.posterior(pending)
+    assert mean.item() == pytest.approx(lie, abs=0.02)
+    assert fit.model.posterior(x)[0].numpy() == pytest.approx(z, abs=0.02)  # the observations are unchanged

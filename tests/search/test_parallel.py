@@ -26,9 +26,14 @@ def value_of(p):
 def check_study(url: str, name: str, expected: int) -> None:
     study = optuna.load_study(study_name=name, storage=url)
     trials = study.get_trials(deepcopy=False)
-    assert len(trials) == expected  # none lost
-    assert sorted(t.number for t in trials) == list(range(expected))  # none duplicated
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == expected  # none lost, none run twice
+    assert sorted(t.number for t in trials) == list(range(expected))
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == expected
+    # Configurations are not asserted distinct: two workers that ask at the same moment cannot see each other's
+    # trial as pending yet (it has no parameters until its sampler returns) and may propose the same optimum of
+    # the same acquisition, e.g. on a bound (seen once in ~50 runs). "No duplicated trials" means no trial record
+    # written twice, which the numbering and the value checks above and below establish.
     for t in trials:  # every stored value belongs to its stored parameters
         assert t.value == pytest.approx(value_of(t.params))
     # more than one process wrote trials: each worker records its pid as a user attribute

@@ -123,6 +123,9 @@ def test_from_dict_shorthand():
         ({"a": ["x", "x"]}, ValueError, "duplicates"),
         ({"a": [object()]}, TypeError, "not storable"),
         ({"a": "x"}, TypeError, "not understood"),
+        ({"act": ("relu", "gelu")}, TypeError, r"search_space\['act'\]=\('relu', 'gelu'\).*e.g. \['relu', 'gelu'\]"),
+        ({"act": ("relu", "gelu", "tanh")}, TypeError, r"needs numbers for low and high.*\['relu', 'gelu', 'tanh'\]"),
+        ({"flag": (True, False)}, TypeError, r"search_space\['flag'\].*give a list, e.g. \[True, False\]"),
         ({}, ValueError, "non-empty mapping"),
     ],
 )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from _posterior import assert_posterior_with_grad_matches_autograd
 from meta_learning.search import BayesianOptimizer, fit_gp, prior_data, rgpe_weights
@@ -130,3 +132,70 @@ def test_warm_start_from_a_named_study_in_the_same_storage(tmp_path):
     assert trial.params["x"] == pytest.approx(0.73, abs=0.05)
     with pytest.raises(TypeError, match="warm_start"):
         BayesianOptimizer("loss", {"x": (0.0, 1.0)}, storage="memory", warm_start=3.0)
+
+
+BOX = {"x": (0.0, 1.0), "y": (0.0, 1.0)}
+RELATED_BOWL = lambda p: 3 * bowl({"x": p["x"] + 0.03, "y": p["y"] - 0.02}) + 1  # noqa: E731
+
+
+def warm_bo(seed=0, **options):
+    return BayesianOptimizer("loss", BOX, storage="memory", seed=seed, warm_start=study_of(RELATED_BOWL, 0), **options)
+
+
+@pytest.mark.parametrize("told", [0, 3])
+def test_pending_asks_with_a_warm_start_are_spread(told):
+    """Four un-told asks: each must see the others as pending in every ensemble member, not only in the current
+    study's GP (the earlier study holds all the weight at first). Reference: the same asks when each trial is
+    pruned before the next ask (a pruned trial is neither observed nor pending), i.e. without the lie."""
+
+    def batch(visible: bool) -> torch.Tensor:
+        bo = warm_bo(n_startup_trials=0)
+        for _ in range(told):
+            t = bo.ask()
+            bo.tell(t, bowl(t.params))
+        points = []
+        for _ in range(4):
+            t = bo.ask()
+            points.append([t.params["x"], t.params["y"]])
+            if not visible:
+                bo.study.tell(t.optuna_trial, state=TrialState.PRUNED)
+        return torch.tensor(points, dtype=F64)
+
+    blind, spread = batch(visible=False), batch(visible=True)
+    assert torch.pdist(blind).max() < 0.05, blind  # without the lie every ask goes to the same maximiser
+    assert torch.pdist(spread).min() > 0.05, spread
+
+
+def test_weights_ignore_pending_trials():
+    bo = warm_bo(n_startup_trials=0)
+    for _ in range(3):
+        bo.ask()  # running only: nothing observed to rank, so the earlier study keeps all the weight
+    assert bo.warm_start_weights == [1.0, 0.0]
+
+
+def test_reading_the_weights_does_not_change_the_suggestions():
+    def run(read: bool) -> list[dict]:
+        bo = warm_bo(seed=3)
+        for _ in range(6):
+            if read:
+                assert len(bo.warm_start_weights) == 2
+            t = bo.ask()
+            bo.tell(t, bowl(t.params))
+        return [t.params for t in bo.study.trials]
+
+    assert run(read=True) == run(read=False)
+
+
+def test_prior_points_outside_the_space_are_dropped_with_a_warning():
+    space = SearchSpace.from_dict({"lr": (1e-4, 1e-1, "log"), "k": (1, 4), "act": ["relu", "gelu"]})
+    inside = [({"lr": 1e-3, "k": 2, "act": "gelu"}, 0.5), ({"lr": 1e-4, "k": 4, "act": "relu"}, 0.7)]
+    outside = [({"lr": 1.0, "k": 2, "act": "relu"}, 0.9), ({"lr": 1e-2, "k": 7, "act": "relu"}, 0.1),
+               ({"lr": 5e-5, "k": 0, "act": "gelu"}, 0.2)]  # fmt: skip
+    expected = r"dropped 3 of 5 .*'lr' \(2 outside \[0.0001, 0.1\]\), 'k' \(2 outside \[1, 4\]\)"
+    with pytest.warns(UserWarning, match=expected):
+        d = prior_data(inside + outside, space, "minimize")
+    assert torch.equal(d.x, space.encode([p for p, _ in inside]))
+    assert d.y.tolist() == [-0.5, -0.7]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prior_data(inside, space, "maximize").y.tolist() == [0.5, 0.7]

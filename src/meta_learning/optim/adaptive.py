@@ -2,9 +2,11 @@
 
 Notation (per parameter group; ``t`` the step):
 
-- ``g_t`` the loss gradient at ``θ_{t-1}`` (all the group's parameters, flattened); ``d_t`` the base
-  optimiser's update direction, so that ``θ_t = θ_{t-1} - α_t d_t``: for Adam ``d_t = m̂_t / (√v̂_t + ε)``
-  (``+ λ θ_{t-1}`` for AdamW's decoupled decay), for SGD the (Nesterov) momentum buffer.
+- ``g_t`` the loss gradient at ``θ_{t-1}`` (all the group's parameters, flattened; with Adam's or SGD's L2
+  ``weight_decay`` λ, ``g_t = ∇f + λ θ_{t-1}``, the gradient of ``f + λ/2 |θ|²`` that the base step uses);
+  ``d_t`` the base optimiser's update direction, so that ``θ_t = θ_{t-1} - α_t d_t``: for Adam
+  ``d_t = m̂_t / (√v̂_t + ε)`` (``+ λ θ_{t-1}`` for AdamW's decoupled decay), for SGD the (Nesterov) momentum
+  buffer.
 - ``α_t = α_base · exp(ℓ_t) · τ_t``: ``α_base`` the group's ``lr`` (which torch LR schedulers set), ``ℓ_t`` the
   learned log-scale, ``τ_t`` the trend factor.
 - Hypergradient (Baydin et al. 2018, "Online learning rate adaptation with hypergradient descent", ICLR):
@@ -160,7 +162,14 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
                     self.state[p]["prev_direction"] = direction
         return loss
 
+    def _l2(self, group: dict[str, Any]) -> float:
+        """The coupled L2 coefficient ``λ``: Adam and SGD step on ``g + λ θ``, the gradient of ``f + λ/2 |θ|²``
+        (AdamW's decay is decoupled: it is in the direction, not in the objective)."""
+        return 0.0 if self.base == "adamw" else float(group["weight_decay"])
+
     def _hypergradient_step(self, gi: int, group: dict[str, Any], params: list[Tensor]) -> None:
+        # g_t · d_{t-1} with g_t the gradient the base step uses: with L2 decay, (∇f + λ θ_{t-1}) · d_{t-1}
+        l2 = self._l2(group)
         dot = torch.zeros((), dtype=torch.float64)
         seen = False
         for p in params:
@@ -169,6 +178,8 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
                 continue
             seen = True
             dot += (p.grad.double() * prev).sum()  # type: ignore[union-attr]  # params are filtered on grad
+            if l2:
+                dot += l2 * (p.double() * prev).sum()
         if not seen:
             return
         h = -self.effective_lr(gi) * float(dot)  # ∂f/∂ℓ
@@ -188,10 +199,10 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
         state = self.state[p]
         grad = p.grad
         assert grad is not None  # filtered by the caller
-        wd = group["weight_decay"]
+        l2 = self._l2(group)
+        if l2:
+            grad = grad.add(p, alpha=l2)
         if self.base == "sgd":
-            if wd:
-                grad = grad.add(p, alpha=wd)
             if group["momentum"] == 0:
                 return grad.clone()
             buf = state.get("momentum_buffer")
@@ -200,8 +211,6 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
             else:
                 buf.mul_(group["momentum"]).add_(grad)
             return grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf.clone()
-        if self.base == "adam" and wd:
-            grad = grad.add(p, alpha=wd)
         beta1, beta2 = group["betas"]
         if "step" not in state:
             state["step"] = torch.zeros((), dtype=torch.float32)
@@ -213,8 +222,8 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
         direction = state["exp_avg"] / denom / (1 - beta1**t)
-        if self.base == "adamw" and wd:
-            direction.add_(p, alpha=wd)
+        if self.base == "adamw" and group["weight_decay"]:
+            direction.add_(p, alpha=group["weight_decay"])
         return direction
 
     # ------------------------------------------------------------------------------------------------ state

@@ -26,7 +26,8 @@ class LearningCurvePruner(BasePruner):
         max_resource: the step the objective is measured at (e.g. the last epoch).
         threshold: prune when the probability of improving on the best trial is below this.
         min_points: reported values needed before pruning is considered.
-        n_startup_trials: finished trials needed before any pruning.
+        n_startup_trials: finished trials needed before any pruning (at least one is always needed: it is the
+            incumbent the curve is compared with).
         bounds: the metric's range, passed to the analyzer (e.g. ``(0, 1)`` for accuracy).
     """
 
@@ -51,8 +52,8 @@ class LearningCurvePruner(BasePruner):
         if len(values) < self.min_points:
             return False
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(done) < self.n_startup_trials:
-            return False
+        if not done or len(done) < self.n_startup_trials:
+            return False  # no incumbent to compare with yet (n_startup_trials=0 included)
         steps = sorted(values)
         if steps[0] <= 0:
             steps_arg = [s + 1 - steps[0] for s in steps]  # the curve families need positive steps

@@ -10,6 +10,10 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+import re
+import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,27 +23,55 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from meta_learning.search.space import SearchSpace
-from meta_learning.search.strategies import GPStrategy, history, trial_generator
+from meta_learning.search.space import Float, Int, SearchSpace
+from meta_learning.search.strategies import GPStrategy, trial_generator
 from meta_learning.search.study import Searcher, open_storage
 from meta_learning.search.warm_start import PriorData
 
-_MAXIMIZE_WORDS = ("accuracy", "acc", "score", "auc", "f1", "precision", "recall", "reward", "return", "r2")
-_MINIMIZE_WORDS = ("loss", "error", "err", "mse", "rmse", "mae", "perplexity", "regret", "cost", "time", "latency")
+# metric names (whole words, case-insensitive) whose direction is conventional
+_MAXIMIZE_WORDS = frozenset({
+    "accuracy", "acc", "score", "auc", "auroc", "auprc", "roc", "f1", "precision", "recall", "map", "ndcg", "mrr",
+    "bleu", "rouge", "meteor", "chrf", "iou", "miou", "dice", "psnr", "ssim", "r2", "spearman", "pearson", "kappa",
+    "mcc", "reward", "return", "likelihood", "loglik", "elbo", "throughput", "speedup",
+})  # fmt: skip
+_MINIMIZE_WORDS = frozenset({
+    "loss", "error", "err", "nll", "mse", "mae", "rmse", "mape", "smape", "perplexity", "ppl", "regret", "cost",
+    "time", "runtime", "duration", "latency", "wer", "cer", "fid", "ece", "brier", "kl", "divergence", "distance",
+})  # fmt: skip
+# a "neg"/"negative" word turns the metric around (scikit-learn's "neg_log_loss", "negative_log_likelihood")
+_NEGATION_WORDS = frozenset({"neg", "negative"})
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def objective_words(objective: str) -> set[str]:
+    """The lower-case words of a metric name: split at non-alphanumerics and at camelCase boundaries, each
+    unsplit piece kept too (``"valAcc"`` -> val, acc, valacc; ``"mAP@5"`` -> map, m, ap, 5)."""
+    words = set()
+    for chunk in re.split(r"[^0-9A-Za-z]+", objective):
+        if chunk:
+            words.add(chunk.lower())
+            words.update(w.lower() for w in _CAMEL_BOUNDARY.split(chunk))
+    return words
 
 
 def direction_from_objective(objective: str) -> str:
-    """``"maximize"`` for accuracy/score-like names, ``"minimize"`` for loss/error-like names."""
+    """``"maximize"`` for accuracy/score-like names, ``"minimize"`` for loss/error-like names (see
+    ``_MAXIMIZE_WORDS``/``_MINIMIZE_WORDS``; a "neg"/"negative" word flips the answer)."""
     if not isinstance(objective, str) or not objective:
         raise TypeError(f"objective must be a non-empty string naming the metric, got {objective!r}")
-    words = objective.lower().replace("-", "_").replace(" ", "_").split("_")
-    up = any(w in _MAXIMIZE_WORDS for w in words)
-    down = any(w in _MINIMIZE_WORDS for w in words)
+    words = objective_words(objective)
+    up = bool(words & _MAXIMIZE_WORDS)
+    down = bool(words & _MINIMIZE_WORDS)
     if up == down:
+        found = sorted(words & (_MAXIMIZE_WORDS | _MINIMIZE_WORDS))
+        why = (f"it names metrics of both kinds: {found}" if found else
+               "it names no known metric such as 'accuracy', 'f1', 'bleu', 'loss', 'nll' or 'error'")  # fmt: skip
         raise ValueError(
-            f"cannot tell from objective={objective!r} whether to maximise or minimise; pass "
+            f"cannot tell from objective={objective!r} whether to maximise or minimise ({why}); pass "
             "direction='maximize' or direction='minimize'"
         )
+    if words & _NEGATION_WORDS:
+        up = not up
     return "maximize" if up else "minimize"
 
 
@@ -82,8 +114,39 @@ def prior_data(
         if value is None or not math.isfinite(float(value)):
             continue
         keep.append(({k: v for k, v in params.items() if k in space.params}, sign * float(value)))
+    keep = _drop_outside(keep, space)
     x = space.encode([p for p, _ in keep]) if keep else torch.zeros(0, space.dim, dtype=torch.float64)
     return PriorData(x, torch.tensor([v for _, v in keep], dtype=torch.float64))
+
+
+def _drop_outside(pairs: list[tuple[dict[str, Any], float]], space: SearchSpace) -> list[tuple[dict[str, Any], float]]:
+    """The pairs whose active float/int parameters lie within the space's ranges; warns about the others (the
+    encoding would clip them onto the boundary, where they were never measured)."""
+    ranged = {name: p for name, p in space.params.items() if isinstance(p, (Float, Int))}
+    outside: Counter[str] = Counter()
+    keep = []
+    for params, value in pairs:
+        bad = []
+        for name, p in ranged.items():
+            if name not in params or not space.active(name, params):
+                continue
+            v = params[name]
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"warm_start: {name}={v!r} in {params!r} must be a number for {p}")
+            if not p.low <= float(v) <= p.high:
+                bad.append(name)
+        outside.update(bad)
+        if not bad:
+            keep.append((params, value))
+    if outside:
+        ranges = ", ".join(f"{name!r} ({n} outside [{ranged[name].low}, {ranged[name].high}])"
+                           for name, n in outside.items())  # fmt: skip
+        warnings.warn(
+            f"warm_start: dropped {len(pairs) - len(keep)} of {len(pairs)} earlier observations with parameters "
+            f"outside this search space: {ranges}",
+            stacklevel=3,
+        )
+    return keep
 
 
 class BayesianOptimizer(Searcher):
@@ -137,8 +200,8 @@ class BayesianOptimizer(Searcher):
         sampler = self.sampler
         if not isinstance(sampler, GPStrategy) or not sampler.warm_start:
             return None
-        x, y, _, pending = history(self.study, self.space)
-        _, _, weights = sampler.surrogate(x, y, pending, trial_generator(sampler.seed, len(self.study.trials)))
+        x, y, pending, _ = sampler.training_data(self.study)
+        weights = sampler.surrogate(x, y, pending, trial_generator(sampler.seed, len(self.study.trials))).weights
         return None if weights is None else weights.tolist()
 
 

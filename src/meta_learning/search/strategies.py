@@ -13,7 +13,9 @@ The GP strategy:
 - trials still running (other workers, or earlier ``ask`` calls) are pending points: the GP is conditioned on
   them with a constant lie (Ginsbourger, Le Riche & Carraro 2010) — ``"mean"``, ``"best"`` or ``"worst"`` of
   the observed values — which spreads a batch of parallel suggestions;
-- with earlier studies given (``warm_start``) the surrogate is the RGPE ensemble of :mod:`.warm_start`;
+- with earlier studies given (``warm_start``) the surrogate is the RGPE ensemble of :mod:`.warm_start`: its weights
+  come from the finished trials only, and every member with weight is conditioned on the lie at the pending points
+  (in its own standardised units), so that a batch spreads while the earlier studies still hold the weight;
 - maximises LogEI (default) or UCB with :func:`~meta_learning.search.acquisition.maximize_acquisition`.
 """
 
@@ -23,6 +25,7 @@ import hashlib
 import math
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -154,6 +157,18 @@ def history(study: Study, space: SearchSpace, exclude: int | None = None) -> tup
     return enc(done), torch.tensor(values, dtype=F64), enc(failed), enc(pending)
 
 
+@dataclass(frozen=True)
+class Surrogate:
+    """What :meth:`GPStrategy.surrogate` returns: ``model`` (``posterior``/``posterior_with_grad``), the incumbent
+    for LogEI, the RGPE ``weights [T + 1]`` (None without a warm start) and the fitted ``theta`` of the current
+    study's GP (None before two observations)."""
+
+    model: GaussianProcess | RGPE
+    incumbent: float
+    weights: Tensor | None
+    theta: Tensor | None
+
+
 class GPStrategy(SpaceSampler):
     """Gaussian-process Bayesian optimisation as an Optuna sampler.
 
@@ -234,11 +249,33 @@ class GPStrategy(SpaceSampler):
                           for d in self.warm_start if d.x.shape[0] > 0]  # fmt: skip
         return self._base
 
-    def surrogate(
-        self, x: Tensor, y: Tensor, x_pending: Tensor, generator: torch.Generator
-    ) -> tuple[GaussianProcess | RGPE, float, Tensor | None]:
-        """``(model, incumbent, rgpe_weights)`` for standardised observations ``y [n]`` (maximised); the model has
-        ``posterior`` and ``posterior_with_grad``."""
+    def training_data(self, study: Study, exclude: int | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
+        """``(x [n, D], y [n], x_pending [p, D], num_completed)``: finished trials (maximisation sign), failed ones
+        imputed with the worst observed value, and the trials still running."""
+        x, y, x_failed, x_pending = history(study, self.space, exclude=exclude)
+        num_completed = x.shape[0]
+        if x_failed.shape[0]:
+            worst = float(y.min()) if y.numel() else 0.0
+            x = torch.cat([x, x_failed])
+            y = torch.cat([y, torch.full((x_failed.shape[0],), worst, dtype=F64)])
+        return x, y, x_pending, num_completed
+
+    def _lie(self, gp: GaussianProcess, x_pending: Tensor) -> GaussianProcess:
+        """``gp`` conditioned on the constant lie at the pending points. Every model here is fitted on standardised
+        values, so ``"mean"`` is 0 and ``"best"``/``"worst"`` are the model's own largest/smallest value."""
+        if not x_pending.shape[0]:
+            return gp
+        y = gp.y
+        lie = {"mean": 0.0, "best": float(y.max()) if y.numel() else 0.0,
+               "worst": float(y.min()) if y.numel() else 0.0}[self.constant_liar]  # fmt: skip
+        return gp.condition_on(x_pending, torch.full((x_pending.shape[0],), lie, dtype=F64))
+
+    def surrogate(self, x: Tensor, y: Tensor, x_pending: Tensor, generator: torch.Generator) -> Surrogate:
+        """The model of observations ``(x [n, D], y [n])`` (maximised) with trials ``x_pending`` still running.
+
+        Reads the previous hyperparameters as a fitting start but does not store the new ones (:meth:`propose`
+        does), so calling it for inspection leaves later suggestions unchanged.
+        """
         y_std, _, _ = standardize(y)
         # the prior mode and random restarts at the first fit and at every 10th observation; in between, only the
         # previous optimum (the posterior moves little when one point is added; Optuna's GPSampler does the same)
@@ -252,34 +289,31 @@ class GPStrategy(SpaceSampler):
             num_restarts=self.num_gp_restarts if full else 0,
             include_mode=full,
         )
-        if x.shape[0] >= 2:
-            self._theta = gp.theta
+        theta = gp.theta if x.shape[0] >= 2 else self._theta
         best = float(y_std.max()) if y_std.numel() else 0.0
-        if x_pending.shape[0]:
-            lie = {"mean": 0.0, "best": best, "worst": float(y_std.min()) if y_std.numel() else 0.0}
-            gp = gp.condition_on(x_pending, torch.full((x_pending.shape[0],), lie[self.constant_liar], dtype=F64))
         base = self._base_models()
         if not base:
-            return gp, best, None
+            return Surrogate(self._lie(gp, x_pending), best, None, theta)
+        # RGPE ranks the models on the real observations only; the lie then goes into every member with weight, so
+        # that pending points also lower the earlier studies' means (which hold most of the weight early on)
         weights = rgpe_weights(base, gp, num_samples=self.num_rgpe_samples, generator=generator)
-        ensemble = RGPE(base, gp, weights)
+        members = [self._lie(m, x_pending) if w > 0 else m for m, w in zip(base, weights[:-1].tolist(), strict=True)]
+        ensemble = RGPE(members, self._lie(gp, x_pending), weights)
         if x.shape[0]:
             # plug-in incumbent: the ensemble's own mean at the observed points. The earlier studies' means are in
             # their own units, so comparing them with this study's best y would promise improvement at points
             # already evaluated and repeat them.
             with torch.no_grad():
                 best = float(ensemble.posterior(x)[0].max())
-        return ensemble, best, weights
+        return Surrogate(ensemble, best, weights, theta)
 
     def propose(self, study: Study, trial: FrozenTrial, generator: torch.Generator) -> dict[str, Any]:
-        x, y, x_failed, x_pending = history(study, self.space, exclude=trial.number)
-        if x.shape[0] + x_failed.shape[0] < self.n_startup_trials or (x.shape[0] == 0 and not self.warm_start):
+        x, y, x_pending, num_completed = self.training_data(study, exclude=trial.number)
+        if x.shape[0] < self.n_startup_trials or (num_completed == 0 and not self.warm_start):
             return self.space.sample(generator)
-        if x_failed.shape[0]:
-            worst = float(y.min()) if y.numel() else 0.0
-            x = torch.cat([x, x_failed])
-            y = torch.cat([y, torch.full((x_failed.shape[0],), worst, dtype=F64)])
-        model, best, _ = self.surrogate(x, y, x_pending, generator)
+        fit = self.surrogate(x, y, x_pending, generator)
+        self._theta = fit.theta
+        model, best = fit.model, fit.incumbent
 
         if self.acquisition == "logei":
             acq = lambda xq: log_expected_improvement(*model.posterior(xq), best)  # noqa: E731

@@ -17,14 +17,17 @@ from __future__ import annotations
 import inspect
 import math
 import multiprocessing as mp
+import numbers
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, SupportsFloat, cast
 
+import numpy as np
 import optuna
+import torch
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
@@ -134,15 +137,15 @@ class Searcher:
         ot = self.study.ask()
         return Trial(ot.number, suggest(self.space, ot), ot)
 
-    def tell(self, trial: Trial | int, value: float | None) -> None:
-        """Record ``value`` for ``trial``; ``None``, NaN or inf marks it failed (the GP then avoids the region)."""
+    def tell(self, trial: Trial | int, value: SupportsFloat | None) -> None:
+        """Record ``value`` for ``trial``: a real number (Python, NumPy or a one-element tensor); ``None``, NaN or inf
+        marks it failed (the GP then avoids the region)."""
         ref = trial.optuna_trial if isinstance(trial, Trial) else trial
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        number = None if value is None else real_number("value", value)
+        if number is None or not math.isfinite(number):
             self.study.tell(ref, state=TrialState.FAIL)
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"value must be a real number or None, got {type(value).__name__} ({value!r})")
-        self.study.tell(ref, float(value))
+        self.study.tell(ref, number)
 
     # ---------------------------------------------------------------------------------------------- results
     @property
@@ -185,7 +188,9 @@ class Searcher:
                 ``trial`` parameter (for ``trial.report`` / ``trial.should_prune`` with Optuna pruners). Return
                 None or NaN for a failed evaluation.
             num_trials: trials to run in total (split over the workers).
-            n_jobs: worker processes sharing the study through its storage (not an in-memory one).
+            n_jobs: worker processes sharing the study through its storage (not an in-memory one). Running
+                trials count as pending (constant liar), but a trial whose sampler has not returned yet has no
+                parameters to lie about: two workers asking at the same moment may propose the same point.
             timeout: seconds after which no new trial is started.
             catch: exception types recorded as failed trials instead of stopping the search.
             progress: tqdm bar (default: on when attached to a terminal; single process only).
@@ -271,7 +276,11 @@ def run_trials(
             except BaseException:
                 searcher.tell(trial, None)
                 raise
-            told = None if value is None else _as_float(value)
+            try:
+                told = None if value is None else real_number("the objective's return value", value)
+            except TypeError:
+                searcher.tell(trial, None)  # not left running, where the GP would count it as pending forever
+                raise
             searcher.tell(trial, told)
             bar.update()
             if told is not None and math.isfinite(told) and (best is None or sign * told > sign * best):
@@ -281,13 +290,17 @@ def run_trials(
         bar.close()
 
 
-def _as_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"the objective returned {value!r}; return a real number, or None/NaN for a failure")
+def real_number(name: str, value: Any) -> float:
+    """``float(value)`` for a real number: an ``int``/``float``, a NumPy scalar or anything with ``__float__`` (a
+    one-element tensor); booleans, complex numbers, strings and other objects raise ``TypeError`` naming ``name``."""
+    is_bool = isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool)
+    is_complex = isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)
+    if is_bool or is_complex or not (isinstance(value, numbers.Real) or hasattr(type(value), "__float__")):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
     try:
         return float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"the objective returned {value!r} ({type(value).__name__}); return a real number") from err
+    except (TypeError, ValueError, RuntimeError) as err:  # e.g. a tensor with several elements
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})") from err
 
 
 def _worker(
