@@ -215,6 +215,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--settings", default=",".join(f"{a}-{b}" for a, b in SETTINGS))
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="start no run: summarise the finished runs of this configuration (e.g. after a stop)",
+    )
+    p.add_argument("--out", type=Path, default=OUT / "continual_scenarios.json")
     args = p.parse_args()
     if args.fast:
         args.seeds, args.split_iters, args.perm_iters, args.perm_tasks = 1, 20, 30, 3
@@ -246,7 +252,7 @@ def main() -> None:
             todo.append(job)
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done", flush=True)
     start = time.perf_counter()
-    if todo:
+    if todo and not args.summarize_only:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             for rec in pool.map(run_job, todo):
                 records.append(rec)
@@ -267,20 +273,21 @@ def main() -> None:
             f" (n={r['seeds']}) | {r['forgetting_mean']:.2f} | {r['bwt_mean']:.2f} | {r['paper']} |"
         )
     OUT.mkdir(parents=True, exist_ok=True)
-    png = OUT / "continual_scenarios_perm_heatmap.png"
+    png = args.out.with_name(args.out.stem + "_perm_heatmap.png")
     heatmap(records, png)
     atomic_write_json(
-        OUT / "continual_scenarios.json",
+        args.out,
         {
             "benchmark": "continual_scenarios",
             "machine": machine_info(),
-            "args": vars(args),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "wall_time_s_this_session": wall,
+            "runs_missing": [job_path(j).name for j in todo] if args.summarize_only else [],
             "rows": rows,
             "runs": [{k: v for k, v in r.items() if k != "task_logs"} for r in records],
         },
     )
-    print(f"wrote {OUT / 'continual_scenarios.json'} and {png} ({wall:.0f} s)")
+    print(f"wrote {args.out} and {png} ({wall:.0f} s)")
 
 
 if __name__ == "__main__":
