@@ -173,33 +173,23 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def heatmap(records: list[dict[str, Any]], path: Path) -> None:
-    """Mean accuracy matrices of Permuted MNIST (domain-IL), one panel per method."""
-    import matplotlib
+def heatmaps(records: list[dict[str, Any]], stem: Path) -> list[Path]:
+    """Mean accuracy matrix of Permuted MNIST (domain-IL) per method, drawn by the report module:
+    ``<stem>_<method>.png``; returns the paths written."""
+    from meta_learning._io import atomic_open
+    from meta_learning.report.figures import accuracy_matrix
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    chosen = [m for m in METHODS if any(r["protocol"] == "perm" and r["method"] == m for r in records)]
-    if not chosen:
-        return
-    fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 2.8), squeeze=False)
-    for ax, method in zip(axes[0], chosen, strict=True):
-        mats = torch.tensor(
-            [r["accuracy_matrix"] for r in records if r["protocol"] == "perm" and r["method"] == method]
-        )
-        image = ax.imshow(100 * mats.mean(0), vmin=0, vmax=100, cmap="viridis")
-        ax.set_xticks(range(mats.shape[-1]))
-        ax.set_yticks(range(mats.shape[-1]))
-        ax.set_title(method, fontsize=9)
-        ax.set_xlabel("test task j", fontsize=7)
-        ax.set_ylabel("after task i", fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.suptitle("Permuted MNIST (domain-IL): accuracy matrix R[i][j] (%), mean over seeds", fontsize=9)
-    fig.tight_layout()
-    fig.colorbar(image, ax=list(axes[0]), shrink=0.8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    written = []
+    for method in METHODS:
+        mats = [r["accuracy_matrix"] for r in records if r["protocol"] == "perm" and r["method"] == method]
+        if not mats:
+            continue
+        mean = torch.tensor(mats).mean(0).tolist()
+        path = stem.with_name(f"{stem.name}_{method.replace(' ', '_').replace('=', '')}.png")
+        with atomic_open(path) as fh:
+            fh.write(accuracy_matrix(f"Permuted MNIST, {method} (mean of {len(mats)} seeds)", mean))
+        written.append(path)
+    return written
 
 
 def main() -> None:
@@ -273,8 +263,7 @@ def main() -> None:
             f" (n={r['seeds']}) | {r['forgetting_mean']:.2f} | {r['bwt_mean']:.2f} | {r['paper']} |"
         )
     OUT.mkdir(parents=True, exist_ok=True)
-    png = args.out.with_name(args.out.stem + "_perm_heatmap.png")
-    heatmap(records, png)
+    pngs = heatmaps(records, args.out.with_name(args.out.stem + "_perm"))
     atomic_write_json(
         args.out,
         {
@@ -287,7 +276,7 @@ def main() -> None:
             "runs": [{k: v for k, v in r.items() if k != "task_logs"} for r in records],
         },
     )
-    print(f"wrote {args.out} and {png} ({wall:.0f} s)")
+    print(f"wrote {args.out}" + "".join(f", {p.name}" for p in pngs) + f" ({wall:.0f} s)")
 
 
 if __name__ == "__main__":
