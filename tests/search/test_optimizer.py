@@ -227,8 +227,8 @@ def test_timeout_stops_starting_trials():
     start = time.monotonic()
     s.optimize(lambda p: time.sleep(0.1) or p["x"], num_trials=1000, timeout=0.35)
     elapsed = time.monotonic() - start
-    # trials start at 0, 0.1, 0.2 and 0.3 s; none after the deadline, the last one runs to its end
-    assert 2 <= len(s.study.trials) <= 5 and elapsed < 2.0, (len(s.study.trials), elapsed)
+    # trials start at 0, 0.1, 0.2 and 0.3 s (fewer on a loaded machine); none after the deadline
+    assert 1 <= len(s.study.trials) <= 5 and elapsed < 3.0, (len(s.study.trials), elapsed)
     assert all(t.state == TrialState.COMPLETE for t in s.study.trials)
 
 
