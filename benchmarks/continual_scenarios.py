@@ -262,7 +262,6 @@ def main() -> None:
             f"| {r['protocol']} | {r['scenario']} | {r['method']} | {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f}"
             f" (n={r['seeds']}) | {r['forgetting_mean']:.2f} | {r['bwt_mean']:.2f} | {r['paper']} |"
         )
-    OUT.mkdir(parents=True, exist_ok=True)
     pngs = heatmaps(records, args.out.with_name(args.out.stem + "_perm"))
     atomic_write_json(
         args.out,

@@ -24,13 +24,11 @@ def shared_data_root() -> Path:
     return Path(os.environ.get("META_LEARNING_DATA", REPO.parent / "shared" / "data"))
 
 
-OMNIGLOT_SETS = ("images_background", "images_evaluation")
-
-
 def missing_omniglot_sets(root: Path) -> list[str]:
-    """The official Omniglot sets found neither as ``root/omniglot/<set>.zip`` nor as an extracted folder."""
-    folder = root / "omniglot"
-    return [s for s in OMNIGLOT_SETS if not ((folder / f"{s}.zip").is_file() or (folder / s).is_dir())]
+    """The official Omniglot sets the library would not find under ``root`` (as a folder or a zip archive)."""
+    from meta_learning.data import omniglot
+
+    return [s for s in omniglot.SETS if omniglot._find_source(root, s) is None]
 
 
 @pytest.fixture(scope="session")

@@ -95,6 +95,8 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
     """Fraction of rows of ``logits [M, N]`` whose argmax equals ``labels [M]``."""
     if logits.shape[0] != labels.shape[0]:
         raise ValueError(f"logits has {logits.shape[0]} rows but labels has {labels.shape[0]} entries")
+    if labels.numel() == 0:
+        raise ValueError("accuracy of no examples is undefined: the episode or batch has no query examples")
     return float((logits.argmax(dim=-1) == labels).float().mean())
 
 

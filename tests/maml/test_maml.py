@@ -287,3 +287,26 @@ def test_meta_backward_accumulates_the_same_gradient_task_by_task():
     assert out.backward_done and not out.loss.requires_grad
     for p, e in zip(model.parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, e, rtol=1e-10, atol=1e-12)
+
+
+def test_restoring_the_best_weights_keeps_the_meta_iteration_count():
+    """fit(restore_best=True) loads the best-validation weights but not MAML's iteration counter, which the MAML++
+    annealing schedules read: continued training must not repeat them."""
+    from meta_learning.data.sinusoid import Sinusoid
+    from meta_learning.models import MLP
+
+    torch.manual_seed(0)
+    family = Sinusoid(k_shot=5, n_query=5, seed=0)
+    maml = MAML(MLP(1, [8], 1), lr_inner=0.01, lr_outer=0.05, num_inner_steps=1, meta_batch_size=2)
+    val = [family.sample() for _ in range(4)]
+    best_seen = {}
+
+    def record(step, _):
+        best_seen[step] = {k: v.clone() for k, v in maml.state_dict().items()}
+
+    history = maml.meta_train(family, num_iterations=6, val_tasks=val, eval_every=2, callbacks=[record])
+    assert int(maml.iteration) == 6
+    expected = best_seen[history.best_step]
+    for name, value in maml.state_dict().items():
+        if name != "iteration":
+            torch.testing.assert_close(value, expected[name], rtol=0, atol=0)

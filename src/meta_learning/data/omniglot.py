@@ -156,7 +156,7 @@ class Omniglot(TensorLabelledDataset):
         missing = [c for c in wanted if c not in where]
         if missing:
             absent = [n for n in set_names if sources[n] is None]
-            searched = ", ".join(repr(str(p)) for p in self._candidates())
+            searched = ", ".join(repr(str(p)) for p in _candidate_dirs(self.root))
             raise FileNotFoundError(
                 f"Omniglot split {split!r} needs {len(missing)} characters that are not in the data found "
                 f"(first: {missing[0]!r}); sets not found: {absent or 'none'} (searched {searched}); {_HINT}"
@@ -214,9 +214,6 @@ class Omniglot(TensorLabelledDataset):
 
     # -- locating and downloading -------------------------------------------------------------------------
 
-    def _candidates(self) -> list[Path]:
-        return _candidate_dirs(self.root)
-
     def _locate(self, set_name: str, download: bool) -> _Source | None:
         """First of ``<dir>/<set>/`` and ``<dir>/<set>.zip`` over the candidate dirs; downloads if asked."""
         found = _find_source(self.root, set_name)
@@ -227,7 +224,7 @@ class Omniglot(TensorLabelledDataset):
             dest = download_url(url, self.root / "omniglot" / f"{set_name}.zip", sha256)
             return _Source(set_name, "zip", dest)
         if self.split in OFFICIAL_SPLITS:
-            searched = " and ".join(repr(str(p / set_name)) + "[.zip]" for p in self._candidates())
+            searched = " and ".join(repr(str(p / set_name)) + "[.zip]" for p in _candidate_dirs(self.root))
             raise FileNotFoundError(f"Omniglot {set_name} not found: searched {searched}; {_HINT}")
         return None  # a Vinyals split reports every missing character at once
 

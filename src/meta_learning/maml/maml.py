@@ -178,6 +178,8 @@ class MAML(nn.Module):
         self.batch_tasks = batch_tasks
         self.iteration: Tensor
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # meta-updates so far
+        # not rewound when fit restores the best-validation weights: the annealing schedules run on it
+        self.progress_state = ("iteration",)
         self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.parameters(), lr=self.lr_outer)
 
     # -- the inner loop --------------------------------------------------------------------------------------

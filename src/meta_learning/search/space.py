@@ -23,7 +23,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -410,7 +409,7 @@ def _param_from_value(name: str, v: Any) -> Param:
         return Categorical(tuple(v))
     if isinstance(v, tuple) and len(v) in (2, 3):
         low, high = v[0], v[1]
-        if not all(isinstance(b, numbers.Real) and not isinstance(b, (bool, np.bool_)) for b in (low, high)):
+        if not all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in (low, high)):
             raise TypeError(
                 f"search_space[{name!r}]={v!r}: a tuple is a range (low, high) or (low, high, 'log') and needs numbers "
                 f"for low and high; for a categorical parameter give a list, e.g. {list(v)!r}"

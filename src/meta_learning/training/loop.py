@@ -162,6 +162,7 @@ def fit(
             ``last.pt``, so resuming keeps it) and load them into ``learner`` when training ends (normally, early
             or by time), with or without ``run_dir``; ``last.pt`` still holds the last weights. ``False``: the
             learner ends with the last weights (the best ones are then only in ``best.pt``, given ``run_dir``).
+            State entries named in the learner's ``progress_state`` (training counters) are not rewound.
         patience: stop after this many validations without improvement (``None``: never).
         max_time_s: stop (with a validation and a checkpoint) after the step that passes this much training
             wall time, counted over all sessions of a resumed run (``None``: no limit).
@@ -342,7 +343,11 @@ def fit(
     if bar is not None:
         bar.close()
     if best_state is not None:
-        learner.load_state_dict(best_state)
+        # entries a learner names in ``progress_state`` (e.g. MAML's meta-iteration count, which drives its
+        # annealing schedules) count training progress, not a model: they keep their current value
+        current = learner.state_dict()
+        keep = set(getattr(learner, "progress_state", ())) & current.keys()
+        learner.load_state_dict({k: current[k] if k in keep else v for k, v in best_state.items()})
     return history
 
 
