@@ -362,3 +362,24 @@ def test_si_refuses_previous_tasks_it_did_not_learn(two_tasks):
     si = SI(mlp(), config=TrainConfig(iterations=2))
     with pytest.raises(ValueError, match="SI cannot protect task 0"):
         si.learn_task(*two_tasks[1], previous_tasks=[two_tasks[0]])
+
+
+def test_quadratic_penalty_value_and_gradient_equal_the_composed_formula():
+    from meta_learning.continual.regularization import quadratic_penalty
+
+    g = torch.Generator().manual_seed(3)
+    shapes = {"w": (5, 4), "b": (5,), "scalar": ()}
+    params = {n: torch.randn(s, generator=g, dtype=F64, requires_grad=True) for n, s in shapes.items()}
+    anchor = {n: torch.randn(s, generator=g, dtype=F64) for n, s in shapes.items()}
+    importance = {n: torch.rand(s, generator=g, dtype=F64) for n, s in shapes.items() if n != "b"}  # a subset
+    value = quadratic_penalty(params, anchor, importance)
+    reference = sum((importance[n] * (params[n] - anchor[n]) ** 2).sum() for n in importance)
+    assert value.item() == pytest.approx(reference.item(), rel=1e-14)
+    got = torch.autograd.grad(3.0 * value, [params[n] for n in importance])
+    want = torch.autograd.grad(3.0 * reference, [params[n] for n in importance])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
+    # second derivatives are not implemented: an error, never a silently wrong Hessian
+    (first,) = torch.autograd.grad(quadratic_penalty(params, anchor, importance), [params["w"]], create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(first.sum(), [params["w"]])

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call, grad, vmap
 
 from meta_learning._checks import check_choice, check_positive_float, check_positive_int
@@ -266,10 +267,40 @@ def _vmap_fisher(
     return fisher
 
 
+class _WeightedSquares(torch.autograd.Function):
+    """``sum_k sum_i w_ki (x_ki - c_ki)^2`` over tensors ``x_k``, differentiable in the ``x_k``.
+
+    Its gradient ``2 w (x - c)`` is read off the product ``w (x - c)`` kept from the forward pass: a step costs
+    about half the memory passes (and none of the temporaries) of composing ``sub``, ``pow``, ``mul`` and ``sum``
+    under autograd, which made EWC's and SI's steps 2-3x slower than plain fine-tuning on a 2x400 MLP. First
+    derivatives only: differentiating it twice raises instead of returning a wrong result."""
+
+    @staticmethod
+    def forward(ctx: Any, weights: list[Tensor], centres: list[Tensor], *xs: Tensor) -> Tensor:
+        total = xs[0].new_zeros(())
+        products = []
+        for w, c, x in zip(weights, centres, xs, strict=True):
+            d = x - c
+            wd = w * d
+            total = total + torch.dot(wd.reshape(-1), d.reshape(-1).to(wd.dtype))
+            products.append(wd)
+        ctx.products = products
+        return total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        products, ctx.products = ctx.products, None
+        return (None, None, *(wd.mul(2.0 * grad_out) for wd in products))
+
+
 def quadratic_penalty(params: Mapping[str, Tensor], anchor: ParamDict, importance: ParamDict) -> Tensor:
     """``sum_i importance_i (theta_i - anchor_i)^2`` over the names of ``importance``."""
-    terms = [(importance[n] * (params[n] - anchor[n]).pow(2)).sum() for n in importance]
-    return torch.stack(terms).sum()
+    names = list(importance)
+    value = _WeightedSquares.apply(
+        [importance[n] for n in names], [anchor[n] for n in names], *(params[n] for n in names)
+    )
+    return value
 
 
 def _snapshot(params: dict[str, nn.Parameter]) -> ParamDict:
@@ -428,6 +459,7 @@ class SI(Strategy):
         self._prev: ParamDict = {}
         self._start: ParamDict = {}
         self._grad: ParamDict = {}
+        self._scratch: ParamDict = {}
 
     def consolidate(self, data: Tensor, labels: Tensor, task_id: int) -> None:
         raise ValueError(
@@ -440,25 +472,34 @@ class SI(Strategy):
         self._w = {n: torch.zeros_like(p) for n, p in params.items()}
         self._prev = _snapshot(params)
         self._start = _snapshot(params)
+        self._grad = {n: torch.zeros_like(p) for n, p in params.items()}
+        self._scratch = {n: torch.zeros_like(p) for n, p in params.items()}
 
     def penalty(self) -> Tensor | None:
         if not self.omega:
             return None
         return self.c * quadratic_penalty(dict(self.model.named_parameters()), self.anchor, self.omega)
 
+    # The per-step updates below work in place on buffers allocated once per task: on a 2x400 MLP, fresh
+    # temporaries for every step cost as much as the step's matrix products.
     def after_backward(self, x: Tensor, y: Tensor, task_ids: Any) -> None:
         # The task-loss gradient: the total gradient minus the surrogate's, d/dtheta c Omega (theta - theta~)^2.
         for n, p in self.trainable_parameters().items():
-            g = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            g = self._grad[n]
+            if p.grad is None:
+                g.zero_()
+            else:
+                g.copy_(p.grad)
             if n in self.omega:
-                g -= 2.0 * self.c * self.omega[n] * (p.detach() - self.anchor[n])
-            self._grad[n] = g
+                surrogate = torch.sub(p.detach(), self.anchor[n], out=self._scratch[n]).mul_(self.omega[n])
+                g.add_(surrogate, alpha=-2.0 * self.c)
 
     def after_step(self) -> None:
         for n, p in self.trainable_parameters().items():
             now = p.detach()
-            self._w[n] -= self._grad[n] * (now - self._prev[n])
-            self._prev[n] = now.clone()
+            step = torch.sub(now, self._prev[n], out=self._scratch[n])
+            self._w[n].addcmul_(self._grad[n], step, value=-1.0)
+            self._prev[n].copy_(now)
 
     def after_task(self, data: Tensor, labels: Tensor, task_id: int) -> None:
         for n, p in self.trainable_parameters().items():
@@ -466,7 +507,7 @@ class SI(Strategy):
             contribution = self._w[n] / ((now - self._start[n]).pow(2) + self.xi)
             self.omega[n] = self.omega[n] + contribution if n in self.omega else contribution
             self.anchor[n] = now
-        self._w, self._prev, self._start, self._grad = {}, {}, {}, {}
+        self._w, self._prev, self._start, self._grad, self._scratch = {}, {}, {}, {}, {}
 
     def extra_state(self) -> dict[str, Any]:
         return {"omega": dict(self.omega), "anchor": dict(self.anchor)}
