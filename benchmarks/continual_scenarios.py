@@ -125,7 +125,9 @@ def build(job: dict[str, Any], stream: Any) -> Any:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
-    sys.path.insert(0, str(REPO / "src"))
+    sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
+    from _machine import git_commit
+
     from meta_learning._io import atomic_write_json
     from meta_learning.continual import train_stream
 
@@ -133,7 +135,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     strategy = build(job, stream)
     start = time.perf_counter()
     result = train_stream(strategy, stream, eval_initial=True)
-    record = {**job, **result.to_dict(), "wall_time_s": time.perf_counter() - start}
+    record = {**job, **result.to_dict(), "wall_time_s": time.perf_counter() - start, "commit": git_commit()}
     atomic_write_json(job_path(job), record)
     return record
 
