@@ -125,9 +125,7 @@ def build(job: dict[str, Any], stream: Any) -> Any:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
-    sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
-    from _machine import git_commit
-
+    sys.path.insert(0, str(REPO / "src"))
     from meta_learning._io import atomic_write_json
     from meta_learning.continual import train_stream
 
@@ -135,7 +133,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     strategy = build(job, stream)
     start = time.perf_counter()
     result = train_stream(strategy, stream, eval_initial=True)
-    record = {**job, **result.to_dict(), "wall_time_s": time.perf_counter() - start, "commit": git_commit()}
+    record = {**job, **result.to_dict(), "wall_time_s": time.perf_counter() - start}
     atomic_write_json(job_path(job), record)
     return record
 
@@ -219,12 +217,13 @@ def main() -> None:
     if args.paper:
         args.split_iters, args.perm_iters, args.perm_units = 2000, 5000, 1000
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from _machine import machine_info
+    from _machine import git_commit, machine_info
 
     from meta_learning._io import atomic_write_json
 
     methods = [m for m in args.methods.split(",") if m]
     settings = [tuple(s.split("-")) for s in args.settings.split(",") if s]
+    commit = git_commit()  # the code the workers load (read at their first run, moments from now)
     jobs = []
     for protocol, scenario in settings:
         for seed in range(args.seeds):
@@ -233,7 +232,7 @@ def main() -> None:
                 jobs.append({
                     "protocol": protocol, "scenario": scenario, "method": method, "seed": seed,
                     "iters": args.perm_iters if perm else args.split_iters, "lr": args.lr,
-                    "units": args.perm_units if perm else 400, "perm_tasks": args.perm_tasks,
+                    "units": args.perm_units if perm else 400, "perm_tasks": args.perm_tasks, "commit": commit,
                 })  # fmt: skip
     records, todo = [], []
     for job in jobs:  # finished jobs are reused: a killed run picks up where it stopped
