@@ -379,7 +379,20 @@ def test_quadratic_penalty_value_and_gradient_equal_the_composed_formula():
     want = torch.autograd.grad(3.0 * reference, [params[n] for n in importance])
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
-    # second derivatives are not implemented: an error, never a silently wrong Hessian
+    # second derivatives, through a loss that also holds another term: exact, equal to the composed formula's
     (first,) = torch.autograd.grad(quadratic_penalty(params, anchor, importance), [params["w"]], create_graph=True)
-    with pytest.raises(RuntimeError):
-        torch.autograd.grad(first.sum(), [params["w"]])
+
+    def composed():
+        return sum((importance[n] * (params[n] - anchor[n]) ** 2).sum() for n in importance)
+
+    (ref_first,) = torch.autograd.grad(composed(), [params["w"]], create_graph=True)
+    torch.testing.assert_close(first, ref_first, rtol=1e-14, atol=0)
+    other = (params["w"].sin() * params["scalar"]).sum()
+    v = torch.randn(5, 4, generator=g, dtype=F64)
+    (hv,) = torch.autograd.grad(
+        ((torch.autograd.grad(other + quadratic_penalty(params, anchor, importance), [params["w"]],
+                              create_graph=True)[0]) * v).sum(), [params["w"]])  # fmt: skip
+    (ref_hv,) = torch.autograd.grad(
+        ((torch.autograd.grad(other + composed(), [params["w"]], create_graph=True)[0]) * v).sum(), [params["w"]]
+    )
+    torch.testing.assert_close(hv, ref_hv, rtol=1e-14, atol=0)
