@@ -27,25 +27,25 @@ def machine_info() -> dict[str, object]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": git_commit(),
+        "commit": COMMIT_AT_START,
     }
 
 
 def git_commit() -> str | None:
-    """The repository's HEAD commit, with ``+dirty`` when tracked files differ from it; None outside a checkout."""
+    """The repository's HEAD commit, with ``+dirty`` when files (tracked or new, not ignored) differ from it; None
+    outside a checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
     except (FileNotFoundError, subprocess.CalledProcessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+# Read once, when a benchmark imports this module: the code it runs. Reading it when the results are written would
+# name whatever was committed in the meantime (a long benchmark outlives commits).
+COMMIT_AT_START = git_commit()
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:

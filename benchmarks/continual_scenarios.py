@@ -217,13 +217,12 @@ def main() -> None:
     if args.paper:
         args.split_iters, args.perm_iters, args.perm_units = 2000, 5000, 1000
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from _machine import git_commit, machine_info
+    from _machine import COMMIT_AT_START, machine_info
 
     from meta_learning._io import atomic_write_json
 
     methods = [m for m in args.methods.split(",") if m]
     settings = [tuple(s.split("-")) for s in args.settings.split(",") if s]
-    commit = git_commit()  # the code the workers load (read at their first run, moments from now)
     jobs = []
     for protocol, scenario in settings:
         for seed in range(args.seeds):
@@ -232,7 +231,7 @@ def main() -> None:
                 jobs.append({
                     "protocol": protocol, "scenario": scenario, "method": method, "seed": seed,
                     "iters": args.perm_iters if perm else args.split_iters, "lr": args.lr,
-                    "units": args.perm_units if perm else 400, "perm_tasks": args.perm_tasks, "commit": commit,
+                    "units": args.perm_units if perm else 400, "perm_tasks": args.perm_tasks, "commit": COMMIT_AT_START,
                 })  # fmt: skip
     records, todo = [], []
     for job in jobs:  # finished jobs are reused: a killed run picks up where it stopped
