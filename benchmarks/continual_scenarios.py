@@ -156,6 +156,9 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             acc = [100 * r["metrics"]["average_accuracy"] for r in mine]
             forget = [100 * r["metrics"]["average_forgetting"] for r in mine]
             bwt = [100 * r["metrics"]["bwt"] for r in mine]
+            mats = [r["accuracy_matrix"] for r in mine]
+            new_task = [100 * statistics.mean(m[i][i] for i in range(len(m))) for m in mats]  # R's diagonal
+            first_task_end = [100 * m[-1][0] for m in mats]
             rows.append(
                 {
                     "protocol": protocol,
@@ -166,6 +169,8 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                     "forgetting_mean": statistics.mean(forget),
                     "bwt_mean": statistics.mean(bwt),
+                    "new_task_mean": statistics.mean(new_task),
+                    "first_task_at_end_mean": statistics.mean(first_task_end),
                     "train_s_mean": statistics.mean(sum(r["train_time_s"]) for r in mine),
                     "paper": PAPER.get((protocol, scenario), {}).get(method, ""),
                 }
@@ -255,12 +260,16 @@ def main() -> None:
                 )
     wall = time.perf_counter() - start
     rows = summarise(records)
-    print("\n| protocol | scenario | method | ours: avg accuracy (%) mean +- std | forgetting (%) | BWT (%) | paper |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "\n| protocol | scenario | method | ours: avg accuracy (%) mean +- std | forgetting (%) | BWT (%) "
+        "| new task (%) | task 1 at the end (%) | min / run | paper |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
             f"| {r['protocol']} | {r['scenario']} | {r['method']} | {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f}"
-            f" (n={r['seeds']}) | {r['forgetting_mean']:.2f} | {r['bwt_mean']:.2f} | {r['paper']} |"
+            f" (n={r['seeds']}) | {r['forgetting_mean']:.2f} | {r['bwt_mean']:.2f} | {r['new_task_mean']:.1f}"
+            f" | {r['first_task_at_end_mean']:.1f} | {r['train_s_mean'] / 60:.1f} | {r['paper']} |"
         )
     pngs = heatmaps(records, args.out.with_name(args.out.stem + "_perm"))
     atomic_write_json(
