@@ -18,6 +18,8 @@ Protocol (what follows the paper, and where this run departs from it):
   ("true") Fisher over every training image of the task. LwF: temperature 2, loss CE + t*T^2*KD on the t-th task
   (the paper's 1/t : (1-1/t) weighting with its T^2-scaled distillation, up to the overall 1/t factor Adam absorbs);
   "LwF a=1" is the same with CE + KD on every task (Li & Hoiem's lambda_o = 1, Avalanche's default alpha).
+  "SI total-grad" (only when named in ``--methods``): SI's path integral over the whole loss's gradient, SI term
+  included, as in the authors' code (``SI(path_gradient="total")``); "SI" uses the task loss's (Zenke et al.).
   Replay: 1,000 examples (reservoir), 128 replayed per step, joined to the batch (the paper's "exact replay" weighs
   replayed and current losses 1/t : 1-1/t instead). A-GEM: the same memory, 256 examples for the reference gradient.
   Joint: each task trained on all data so far (after the last task: everything).
@@ -45,7 +47,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
-METHODS = ("Naive", "EWC", "Online EWC", "SI", "LwF", "LwF a=1", "Replay", "A-GEM", "Joint")
+METHODS = ("Naive", "EWC", "Online EWC", "SI", "SI total-grad", "LwF", "LwF a=1", "Replay", "A-GEM", "Joint")
 SETTINGS = (("split", "task"), ("split", "domain"), ("split", "class"), ("perm", "domain"))
 LAMBDA = {("split", "task"): 1e5, ("split", "domain"): 1e10, ("split", "class"): 1e9, ("perm", "domain"): 100.0}
 SI_C = {("split", "task"): 10.0, ("split", "domain"): 5e4, ("split", "class"): 5e3, ("perm", "domain"): 10.0}
@@ -109,8 +111,9 @@ def build(job: dict[str, Any], stream: Any) -> Any:
         return Joint(model, **common)
     if method in ("EWC", "Online EWC"):
         return EWC(model, ewc_lambda=LAMBDA[setting], online=method == "Online EWC", gamma=1.0, **common)
-    if method == "SI":
-        return SI(model, c=SI_C[setting], xi=0.1, **common)
+    if method in ("SI", "SI total-grad"):  # the path integral over the task loss's / the whole loss's gradient
+        grad_kind = "total" if method == "SI total-grad" else "task"
+        return SI(model, c=SI_C[setting], xi=0.1, path_gradient=grad_kind, **common)
     if method == "LwF":
         alphas = [t * TEMPERATURE**2 if t else 1.0 for t in range(len(stream))]
         return LwF(model, alpha=alphas, temperature=TEMPERATURE, **common)
@@ -208,7 +211,7 @@ def main() -> None:
     p.add_argument("--perm-units", type=int, default=400)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(m for m in METHODS if m != "SI total-grad"))
     p.add_argument("--settings", default=",".join(f"{a}-{b}" for a, b in SETTINGS))
     p.add_argument(
         "--summarize-only",

@@ -324,13 +324,21 @@ def test_si_importance_on_a_quadratic_matches_the_closed_form():
     assert si.penalty().item() == pytest.approx(c * float(si.omega["weight"].sum()), rel=1e-12)
 
 
-def test_si_replays_its_definition_over_two_tasks_with_the_penalty(two_tasks):
-    """Full-batch SGD, replayed by hand: w uses the gradient of the task loss only (Zenke et al.'s code)."""
+@pytest.mark.parametrize("path_gradient", ["task", "total"])
+def test_si_replays_its_definition_over_two_tasks_with_the_penalty(two_tasks, path_gradient):
+    """Full-batch SGD, replayed by hand: w uses the gradient of the task loss only (Zenke et al.'s code) or, with
+    ``path_gradient="total"``, the gradient of the whole loss, surrogate included (van de Ven & Tolias's code)."""
     model = mlp(dtype=F64)
     reference = copy.deepcopy(model)
     c, xi, lr, steps = 0.5, 0.1, 0.2, 12
     tasks = [(x.double(), y) for x, y in two_tasks]
-    si = SI(model, c=c, xi=xi, config=TrainConfig(iterations=steps, batch_size=1000, optimizer="sgd", lr=lr))
+    si = SI(
+        model,
+        c=c,
+        xi=xi,
+        path_gradient=path_gradient,
+        config=TrainConfig(iterations=steps, batch_size=1000, optimizer="sgd", lr=lr),
+    )
     theta = {n: p.detach().clone() for n, p in reference.named_parameters()}
     omega: dict[str, torch.Tensor] = {}
     anchor: dict[str, torch.Tensor] = {}
@@ -347,7 +355,7 @@ def test_si_replays_its_definition_over_two_tasks_with_the_penalty(two_tasks):
             for (n, t), g in zip(theta.items(), grads, strict=True):
                 total = g + (2 * c * omega[n] * (t - anchor[n]) if n in omega else 0.0)
                 new = t - lr * total
-                w[n] -= g * (new - t)
+                w[n] -= (g if path_gradient == "task" else total) * (new - t)
                 theta[n] = new
         for n in theta:
             omega[n] = omega.get(n, 0.0) + w[n] / ((theta[n] - start[n]).pow(2) + xi)
@@ -356,6 +364,23 @@ def test_si_replays_its_definition_over_two_tasks_with_the_penalty(two_tasks):
             torch.testing.assert_close(p.detach(), theta[n], rtol=1e-9, atol=1e-12)
             torch.testing.assert_close(si.omega[n], omega[n], rtol=1e-8, atol=1e-12)
             torch.testing.assert_close(si.anchor[n], anchor[n], rtol=1e-9, atol=1e-12)
+
+
+def test_si_path_gradient_choices_differ_only_from_the_second_task(two_tasks):
+    """Both choices agree on the first task (no surrogate yet) and differ after the second; a bad value is named."""
+    omegas = {}
+    for choice in ("task", "total"):
+        torch.manual_seed(0)
+        si = SI(mlp(), c=5.0, path_gradient=choice, config=TrainConfig(iterations=5, optimizer="sgd", lr=0.1))
+        si.learn_task(*two_tasks[0])
+        first = {n: o.clone() for n, o in si.omega.items()}
+        si.learn_task(*two_tasks[1])
+        omegas[choice] = (first, si.omega)
+    for n, o in omegas["task"][0].items():
+        assert torch.equal(o, omegas["total"][0][n])
+    assert any(not torch.allclose(o, omegas["total"][1][n]) for n, o in omegas["task"][1].items())
+    with pytest.raises(ValueError, match="path_gradient='grad'.*'task', 'total'"):
+        SI(mlp(), path_gradient="grad")
 
 
 def test_si_refuses_previous_tasks_it_did_not_learn(two_tasks):

@@ -12,7 +12,8 @@ Notation (all diagonal, per parameter entry ``i``; ``theta`` the trainable param
   once more, as in Schwarz et al. (2018), ``||theta - theta*_{k-1}||^2_{gamma F*_{k-1}}``, and van de Ven &
   Tolias's code (``fisher = gamma * fisher`` in the online loss). At ``gamma = 1`` it is the offline sum.
 - SI: while training task ``mu``, ``w_i += -g_i(t) * (theta_i(t+1) - theta_i(t))`` after every optimizer step, with
-  ``g`` the gradient of the task's loss without the SI term (as in Zenke et al.'s code); after the task,
+  ``g`` the gradient of the task's loss without the SI term (as in Zenke et al.'s code; ``path_gradient="total"``
+  uses the whole loss's gradient, SI term included, as van de Ven & Tolias's code does); after the task,
   ``Omega_i += w_i / ((Delta_i)^2 + xi)``, ``Delta_i`` the change of ``theta_i`` over the task, and the penalty is
   ``c sum_i Omega_i (theta_i - theta~_i)^2`` with ``theta~`` the weights at the end of the previous task.
 """
@@ -33,6 +34,7 @@ from meta_learning.continual.base import Strategy
 from meta_learning.continual.models import TaskAwareModule
 
 FISHER_KINDS = ("true", "sampled", "empirical")
+SI_PATH_GRADIENTS = ("task", "total")
 ParamDict = dict[str, Tensor]
 
 
@@ -446,16 +448,22 @@ class SI(Strategy):
         model: trained in place.
         c: weight of the surrogate loss.
         xi: damping ``xi`` of ``Omega = w / (Delta^2 + xi)``.
+        path_gradient: the gradient ``g`` in ``w += -g * step``: ``"task"`` (default) the task loss's gradient
+            without the SI term, as in Zenke et al.'s code; ``"total"`` the gradient of the whole training loss,
+            surrogate included, as in van de Ven & Tolias's code (GMvandeVen/continual-learning).
         **kwargs: :class:`~meta_learning.continual.base.Strategy` options.
 
     SI needs the path of a task's training, so it cannot consolidate ``previous_tasks`` it did not learn itself
     (it raises ``ValueError`` for such tasks).
     """
 
-    def __init__(self, model: nn.Module, c: float = 1.0, xi: float = 0.1, **kwargs: Any) -> None:
+    def __init__(
+        self, model: nn.Module, c: float = 1.0, xi: float = 0.1, path_gradient: str = "task", **kwargs: Any
+    ) -> None:
         super().__init__(model, **kwargs)
         self.c = check_positive_float("c", c)
         self.xi = check_positive_float("xi", xi)
+        self.path_gradient = check_choice("path_gradient", path_gradient, SI_PATH_GRADIENTS)
         self.omega: ParamDict = {}
         self.anchor: ParamDict = {}
         self._w: ParamDict = {}
@@ -493,7 +501,7 @@ class SI(Strategy):
                 g.zero_()
             else:
                 g.copy_(p.grad)
-            if n in self.omega:
+            if n in self.omega and self.path_gradient == "task":
                 surrogate = torch.sub(p.detach(), self.anchor[n], out=self._scratch[n]).mul_(self.omega[n])
                 g.add_(surrogate, alpha=-2.0 * self.c)
 
