@@ -48,6 +48,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 METHODS = ("Naive", "EWC", "Online EWC", "SI", "SI total-grad", "LwF", "LwF a=1", "Replay", "A-GEM", "Joint")
+OPT_IN_METHODS = ("SI total-grad",)  # run only when named in --methods
 SETTINGS = (("split", "task"), ("split", "domain"), ("split", "class"), ("perm", "domain"))
 LAMBDA = {("split", "task"): 1e5, ("split", "domain"): 1e10, ("split", "class"): 1e9, ("perm", "domain"): 100.0}
 SI_C = {("split", "task"): 10.0, ("split", "domain"): 5e4, ("split", "class"): 5e3, ("perm", "domain"): 10.0}
@@ -112,8 +113,8 @@ def build(job: dict[str, Any], stream: Any) -> Any:
     if method in ("EWC", "Online EWC"):
         return EWC(model, ewc_lambda=LAMBDA[setting], online=method == "Online EWC", gamma=1.0, **common)
     if method in ("SI", "SI total-grad"):  # the path integral over the task loss's / the whole loss's gradient
-        grad_kind = "total" if method == "SI total-grad" else "task"
-        return SI(model, c=SI_C[setting], xi=0.1, path_gradient=grad_kind, **common)
+        path_gradient = "total" if method == "SI total-grad" else "task"
+        return SI(model, c=SI_C[setting], xi=0.1, path_gradient=path_gradient, **common)
     if method == "LwF":
         alphas = [t * TEMPERATURE**2 if t else 1.0 for t in range(len(stream))]
         return LwF(model, alpha=alphas, temperature=TEMPERATURE, **common)
@@ -211,7 +212,7 @@ def main() -> None:
     p.add_argument("--perm-units", type=int, default=400)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--methods", default=",".join(m for m in METHODS if m != "SI total-grad"))
+    p.add_argument("--methods", default=",".join(m for m in METHODS if m not in OPT_IN_METHODS))
     p.add_argument("--settings", default=",".join(f"{a}-{b}" for a, b in SETTINGS))
     p.add_argument(
         "--summarize-only",
