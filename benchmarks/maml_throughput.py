@@ -8,6 +8,7 @@ Usage:
     python benchmarks/maml_throughput.py                      # builds ../peers-venv with learn2learn if missing
     python benchmarks/maml_throughput.py --peers-python /path/to/venv/bin/python
     python benchmarks/maml_throughput.py --impl ours --steps 1 --order 2   # one configuration (worker mode)
+    python benchmarks/maml_throughput.py --ab-pool-before-relu 8 --out benchmarks/out/maml_pool_relu_ab.json
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ WAYS, SHOTS, QUERIES, META_BATCH, INNER_LR, OUTER_LR = 5, 1, 15, 32, 0.4, 1e-3
 REPO = Path(__file__).resolve().parents[1]
 
 
-def conv4() -> nn.Module:
-    """The baseline's model, built from plain layers so that both libraries run the same network."""
+def conv4(pool_before_relu: bool = False) -> nn.Module:
+    """The baseline's model, built from plain layers so that both libraries run the same network; with
+    ``pool_before_relu`` each block runs maxpool before ReLU, as ``meta_learning.models.Conv4`` does (the same
+    function and gradients, a quarter of the ReLU work)."""
     layers: list[nn.Module] = []
     c = 1
     for _ in range(4):
-        layers += [nn.Conv2d(c, 64, 3, padding=1), nn.BatchNorm2d(64, track_running_stats=False), nn.ReLU(),
-                   nn.MaxPool2d(2)]  # fmt: skip
+        act_pool = [nn.MaxPool2d(2), nn.ReLU()] if pool_before_relu else [nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(c, 64, 3, padding=1), nn.BatchNorm2d(64, track_running_stats=False), *act_pool]
         c = 64
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64, WAYS))
 
@@ -83,11 +86,11 @@ def l2l_step(model: nn.Module, steps: int, first_order: bool):
 
 def worker(
     impl: str, steps: int, order: int, iters: int, warmup: int, threads: int, precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool = False, pool_before_relu: bool = False,
 ) -> dict:  # fmt: skip
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = conv4()
+    model = conv4(pool_before_relu)
     b = batch(torch.Generator().manual_seed(0))
     if channels_last:  # the 1-channel images are laid out the same either way; the convolutions follow the weights
         model = model.to(memory_format=torch.channels_last)
@@ -109,7 +112,7 @@ def worker(
     med = statistics.median(times)
     result = {
         "impl": impl, "inner_steps": steps, "order": order, "threads": torch.get_num_threads(),
-        "precision": precision, "channels_last": channels_last,
+        "precision": precision, "channels_last": channels_last, "pool_before_relu": pool_before_relu,
         "median_s_per_metabatch": med, "tasks_per_s": META_BATCH / med,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
@@ -121,6 +124,38 @@ def worker(
         result["gflop_per_metabatch"] = counter.get_total_flops() / 1e9
         result["achieved_gflops"] = result["gflop_per_metabatch"] / med
     return result
+
+
+def ab_pool_before_relu(rounds: int, threads: int, out: str) -> None:
+    """Ours only, in one process: the conventional block order vs maxpool before ReLU, meta-batches alternating
+    (order swapped every round) so that machine drift hits both alike; prints the medians and paired ratios."""
+    from meta_learning._io import atomic_write_json
+
+    torch.set_num_threads(threads)
+    b = batch(torch.Generator().manual_seed(0))
+    report = {}
+    for steps, order in ((1, 2), (1, 1), (5, 2), (5, 1)):
+        step = {}
+        for swap in (False, True):
+            torch.manual_seed(0)
+            step[swap], _ = ours_step(conv4(swap), steps, order == 1)
+            step[swap](b), step[swap](b)  # warm-up
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(rounds):
+            for swap in (False, True) if r % 2 == 0 else (True, False):
+                t = time.perf_counter()
+                step[swap](b)
+                times[swap].append(time.perf_counter() - t)
+        conv, swapped = statistics.median(times[False]), statistics.median(times[True])
+        ratios = [c / s for c, s in zip(times[False], times[True], strict=True)]
+        report[f"steps{steps}_order{order}"] = {"conventional_tasks_per_s": META_BATCH / conv,
+                                                "pool_before_relu_tasks_per_s": META_BATCH / swapped,
+                                                "speedup": conv / swapped, "paired_ratios": ratios}  # fmt: skip
+        print(f"steps={steps} order={order}: conventional {META_BATCH / conv:6.2f} tasks/s, pool before ReLU "
+              f"{META_BATCH / swapped:6.2f} tasks/s ({conv / swapped:.3f}x; paired ratios "
+              f"{min(ratios):.2f}-{max(ratios):.2f})", flush=True)  # fmt: skip
+    atomic_write_json(out, report)
+    print(f"wrote {out}")
 
 
 def peers_python(given: str | None) -> str:
@@ -146,10 +181,18 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: the meta-step of both libraries under torch.autocast(bfloat16)")  # fmt: skip
     ap.add_argument("--channels-last", action="store_true", help="channels-last model and images, both libraries")
+    ap.add_argument("--pool-before-relu", action="store_true",
+                    help="both libraries' Conv4 blocks run maxpool before ReLU (as meta_learning's Conv4)")  # fmt: skip
+    ap.add_argument("--ab-pool-before-relu", type=int, metavar="ROUNDS", default=0,
+                    help="instead: ours, conventional vs pool-before-ReLU, ROUNDS alternating meta-steps")  # fmt: skip
     ap.add_argument("--out", default="benchmarks/out/maml_throughput.json")
     a = ap.parse_args()
+    if a.ab_pool_before_relu:
+        ab_pool_before_relu(a.ab_pool_before_relu, a.threads, a.out)
+        return
     if a.impl:
-        print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads, a.precision, a.channels_last)))
+        print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads, a.precision, a.channels_last,
+                                a.pool_before_relu)))  # fmt: skip
         return
     sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine_info, matmul_peak_gflops
@@ -165,6 +208,7 @@ def main() -> None:
                 cmd = [py[impl], __file__, "--impl", impl, "--steps", str(steps), "--order", str(order),
                        "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads),
                        "--precision", a.precision] + (["--channels-last"] if a.channels_last else [])  # fmt: skip
+                cmd += ["--pool-before-relu"] if a.pool_before_relu else []
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                 rows.append(json.loads(out.strip().splitlines()[-1]))
                 r = rows[-1]

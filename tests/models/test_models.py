@@ -41,6 +41,38 @@ def test_conv4_standard_layout():
     assert sum(p.numel() for p in model.parameters()) == conv(1) + 3 * conv(64) + 4 * 2 * 64
 
 
+def _conventional_conv4(model: Conv4) -> torch.nn.Sequential:
+    """The papers' block order, conv -> BatchNorm -> ReLU -> maxpool, sharing ``model``'s parameters."""
+    layers: list[torch.nn.Module] = []
+    for block in model.features:
+        conv, bn = block[0], block[1]
+        pools = [m for m in block if isinstance(m, torch.nn.MaxPool2d)]
+        layers += [conv, bn, torch.nn.ReLU(), *pools]
+    return torch.nn.Sequential(*layers, torch.nn.Flatten())
+
+
+@pytest.mark.parametrize("pool_blocks", [4, 2])
+def test_conv4_pool_before_relu_is_the_conventional_block_exactly(pool_blocks):
+    # Conv4 runs maxpool before ReLU (a quarter of the ReLU work); forward, gradients and second-order gradients
+    # must be those of the papers' order bit for bit, including windows whose maximum is negative or zero
+    torch.manual_seed(0)
+    model = Conv4(in_channels=1, hidden_channels=8, pool_blocks=pool_blocks).double()
+    blocks = [[type(m) for m in b] for b in model.features]
+    assert blocks[0] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, torch.nn.ReLU]
+    reference = _conventional_conv4(model)
+    x = torch.randn(6, 1, 16, 16, dtype=torch.float64)
+    x[:, :, :4] = 0.0  # constant rows: BatchNorm maps them to equal values, ties inside pooling windows
+    out, ref = model(x), reference(x)
+    assert torch.equal(out, ref)
+    params = list(model.parameters())
+    g = torch.autograd.grad((out * out.detach().cos()).sum(), params, create_graph=True)
+    g_ref = torch.autograd.grad((ref * ref.detach().cos()).sum(), params, create_graph=True)
+    assert all(torch.equal(a, b) for a, b in zip(g, g_ref, strict=True))
+    gg = torch.autograd.grad(sum((a * a).sum() for a in g), params, allow_unused=True)
+    gg_ref = torch.autograd.grad(sum((a * a).sum() for a in g_ref), params, allow_unused=True)
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(gg, gg_ref, strict=True))
+
+
 @pytest.mark.parametrize(
     "make",
     [
