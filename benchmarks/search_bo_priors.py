@@ -1,0 +1,173 @@
+"""GP-BO hyperparameter-prior variants against a stored Optuna GPSampler run, paired per seed, with a signed-rank test.
+
+Runs only our GP strategy (the variants below) on ``search_bo.py``'s functions, from the same 10-point start per
+seed, and compares each seed's simple regret at 25 / 50 / 100 trials with Optuna GPSampler's values stored by a
+full ``search_bo.py`` run (``--reference``; Optuna's sampler is deterministic for a seed, so they need not be
+re-run). The question: is a loss against Optuna at some (function, budget) a property of our GP's priors or seed
+noise? Each cell prints the 20-seed medians, the seeds on which ours is better, and the two-sided Wilcoxon
+signed-rank p-value of the paired log regrets.
+
+Variants (``GPPrior`` fields changed; the rest as shipped):
+- ``default``: the shipped priors (``meta_learning.search.gp.GPPrior``);
+- ``noise``: ``log σ_n² ~ N(-5, 1.5)`` instead of ``N(-8, 2)`` (nearer Optuna's Gamma(1.1, 30) noise prior);
+- ``long``: lengthscale rate 3 instead of 6 (twice the lengthscale mode);
+- ``noise-long``: both;
+- ``optuna-ls``: Optuna's lengthscale prior ``-(0.1/λ + 0.1 λ)``, ``λ = 1/ℓ²`` (mode ``ℓ = 1``) on the continuous
+  columns, our other priors;
+- ``optuna``: Optuna's three priors (lengthscales as above, ``σ_f² ~ Gamma(2, 1)``, ``σ_n² ~ Gamma(1.1, 30)``);
+- ``no-restarts``: default priors, no random restarts of the hyperparameter fit (Optuna fits from one start).
+
+Usage:
+    python benchmarks/search_bo_priors.py --reference benchmarks/out/search_bo.json --seeds 20 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import search_bo  # noqa: E402
+
+from meta_learning.search import GPStrategy  # noqa: E402
+from meta_learning.search.gp import GPPrior  # noqa: E402
+
+BUDGETS = (25, 50, 100)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptunaStylePrior(GPPrior):
+    """Optuna GPSampler's heuristic priors (``optuna/_gp/prior.py``) in our ``θ = (log ℓ, log σ_f², log σ_n²)``
+    coordinates, without a Jacobian as there: on continuous lengthscales ``-(0.1 e^{2θ} + 0.1 e^{-2θ})``; with
+    ``all_priors`` also ``θ_f - e^{θ_f}`` (Gamma(2, 1) on ``σ_f²``) and ``0.1 θ_n - 30 e^{θ_n}`` (Gamma(1.1, 30) on
+    ``σ_n²``). Categorical columns keep our normal prior."""
+
+    all_priors: bool = False
+
+    def _continuous(self, dim: int) -> np.ndarray:
+        cont = np.zeros(dim + 2, dtype=bool)
+        cont[:dim] = ~self._categorical_mask(dim).numpy()
+        return cont
+
+    def mode(self, dim: int) -> torch.Tensor:
+        m = super().mode(dim).clone()
+        m[torch.as_tensor(self._continuous(dim))] = 0.0
+        if self.all_priors:
+            m[dim], m[dim + 1] = 0.0, math.log(0.1 / 30.0)
+        return m
+
+    def log_prob_and_grad(self, theta: np.ndarray | torch.Tensor) -> tuple[float, np.ndarray]:
+        theta = np.asarray(theta.detach() if isinstance(theta, torch.Tensor) else theta, dtype=np.float64)
+        dim = theta.shape[-1] - 2
+        mask, loc, scale = (v.numpy() for v in self._normal_parts(dim))
+        a, b = self.lengthscale_concentration, self.lengthscale_rate_at(dim)
+        terms = np.where(mask, -0.5 * ((theta - loc) / scale) ** 2, (a - 1.0) * theta - b * np.exp(theta))
+        grads = np.where(mask, -(theta - loc) / scale**2, (a - 1.0) - b * np.exp(theta))
+        cont = self._continuous(dim)
+        up, down = np.exp(2.0 * theta[cont]), np.exp(-2.0 * theta[cont])
+        terms[cont], grads[cont] = -(0.1 * up + 0.1 * down), -(0.2 * up - 0.2 * down)
+        if self.all_priors:
+            s, n = theta[dim], theta[dim + 1]
+            terms[dim], grads[dim] = s - math.exp(s), 1.0 - math.exp(s)
+            terms[dim + 1], grads[dim + 1] = 0.1 * n - 30.0 * math.exp(n), 0.1 - 30.0 * math.exp(n)
+        return float(terms.sum()), grads
+
+    def log_prob(self, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("the variant is only used by the NumPy fit (log_prob_and_grad)")
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "noise": {"noise_loc": -5.0, "noise_scale": 1.5},
+    "long": {"lengthscale_rate": 3.0},
+    "noise-long": {"noise_loc": -5.0, "noise_scale": 1.5, "lengthscale_rate": 3.0},
+    "optuna-ls": {"optuna": False},
+    "optuna": {"optuna": True},
+    "no-restarts": {},
+}
+
+
+def run_variant(variant: str, fn: str, seeds: int) -> list[list[float]]:
+    """Values in trial order of our GP strategy with the variant's priors, seeds ``0..seeds-1``."""
+    torch.set_num_threads(1)
+    original_init = GPStrategy.__init__
+    changes = dict(VARIANTS[variant])
+
+    def init(self: GPStrategy, *args: Any, **kwargs: Any) -> None:
+        if variant == "no-restarts":
+            kwargs["num_gp_restarts"] = 0
+        original_init(self, *args, **kwargs)
+        cats = self.gp_prior.categorical_columns
+        if "optuna" in changes:
+            self.gp_prior = OptunaStylePrior(categorical_columns=cats, all_priors=changes["optuna"])
+        elif changes:
+            self.gp_prior = dataclasses.replace(self.gp_prior, **changes)
+
+    GPStrategy.__init__ = init  # type: ignore[method-assign]
+    try:
+        return [search_bo.run_method("ours-gp", fn, s, max(BUDGETS))["values"] for s in range(seeds)]
+    finally:
+        GPStrategy.__init__ = original_init  # type: ignore[method-assign]
+
+
+def compare(values: list[list[float]], reference: list[list[float]], f_star: float) -> dict[str, Any]:
+    from scipy.stats import wilcoxon
+
+    out: dict[str, Any] = {}
+    for b in BUDGETS:
+        ours = np.array([min(v[:b]) - f_star for v in values])
+        theirs = np.array([min(v[:b]) - f_star for v in reference[: len(values)]])
+        lo, lt = np.log(np.maximum(ours, 1e-12)), np.log(np.maximum(theirs, 1e-12))
+        out[str(b)] = {"median_ours": float(np.median(ours)), "median_optuna_gp": float(np.median(theirs)),
+                       "ours_better": int((ours < theirs).sum()), "n": len(ours),
+                       "wilcoxon_p": float(wilcoxon(lo, lt).pvalue) if np.any(lo != lt) else 1.0}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reference", default=str(REPO / "benchmarks" / "out" / "search_bo.json"),
+                    help="search_bo.py JSON holding Optuna GPSampler runs (>= --seeds seeds, budget 100)")  # fmt: skip
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--functions", nargs="+", default=list(search_bo.FUNCTIONS), choices=list(search_bo.FUNCTIONS))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "search_bo_priors.json"))
+    a = ap.parse_args()
+    from _machine import machine_info
+
+    from meta_learning._io import atomic_write_json
+
+    ref = json.loads(Path(a.reference).read_text())["regret"]
+    jobs = [(v, f) for v in a.variants for f in a.functions]
+    with ProcessPoolExecutor(a.workers, max_tasks_per_child=1) as pool:  # a fresh process per job
+        futures = {job: pool.submit(run_variant, *job, a.seeds) for job in jobs}
+        runs = {job: fut.result() for job, fut in futures.items()}
+    report: dict[str, Any] = {"machine": machine_info(), "reference": a.reference, "seeds": a.seeds, "cells": []}
+    print(f"{'variant':12} {'function':10} " + " ".join(f"{'@' + str(b) + ' ours / Optuna GP (better, p)':>36}"
+                                                     for b in BUDGETS))  # fmt: skip
+    for (v, f), values in runs.items():
+        cell = compare(values, ref[f]["runs"]["optuna-gp"], search_bo.FUNCTIONS[f][2])
+        report["cells"].append({"variant": v, "function": f, "values": values, "budgets": cell})
+        parts = [f"{c['median_ours']:.3g} / {c['median_optuna_gp']:.3g} ({c['ours_better']}/{c['n']}, "
+                 f"p={c['wilcoxon_p']:.2f})" for c in cell.values()]  # fmt: skip
+        print(f"{v:12} {f:10} " + " ".join(f"{p:>36}" for p in parts), flush=True)
+    atomic_write_json(a.out, report)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
