@@ -129,17 +129,21 @@ def worker(
 def ab_pool_before_relu(rounds: int, threads: int, out: str) -> None:
     """Ours only, in one process: the conventional block order vs maxpool before ReLU, meta-batches alternating
     (order swapped every round) so that machine drift hits both alike; prints the medians and paired ratios."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _machine import machine_info
+
     from meta_learning._io import atomic_write_json
 
     torch.set_num_threads(threads)
     b = batch(torch.Generator().manual_seed(0))
-    report = {}
+    report: dict[str, object] = {"machine": machine_info(), "rounds": rounds}
     for steps, order in ((1, 2), (1, 1), (5, 2), (5, 1)):
         step = {}
         for swap in (False, True):
             torch.manual_seed(0)
             step[swap], _ = ours_step(conv4(swap), steps, order == 1)
-            step[swap](b), step[swap](b)  # warm-up
+            for _ in range(2):  # warm-up
+                step[swap](b)
         times: dict[bool, list[float]] = {False: [], True: []}
         for r in range(rounds):
             for swap in (False, True) if r % 2 == 0 else (True, False):
