@@ -15,7 +15,9 @@ Variants (``GPPrior`` fields changed; the rest as shipped):
 - ``optuna-ls``: Optuna's lengthscale prior ``-(0.1/λ + 0.1 λ)``, ``λ = 1/ℓ²`` (mode ``ℓ = 1``) on the continuous
   columns, our other priors;
 - ``optuna``: Optuna's three priors (lengthscales as above, ``σ_f² ~ Gamma(2, 1)``, ``σ_n² ~ Gamma(1.1, 30)``);
-- ``no-restarts``: default priors, no random restarts of the hyperparameter fit (Optuna fits from one start).
+- ``no-restarts``: default priors, no random restarts of the hyperparameter fit (Optuna fits from one start);
+- ``optuna-start``: Optuna's three priors, no random restarts, and the fit's fresh start at Optuna's initial values
+  (every lengthscale, the signal and the noise variance 1) instead of the prior mode.
 
 Usage:
     python benchmarks/search_bo_priors.py --reference benchmarks/out/search_bo.json --seeds 20 --workers 2
@@ -56,6 +58,7 @@ class OptunaStylePrior(GPPrior):
     ``σ_n²``). Categorical columns keep our normal prior."""
 
     all_priors: bool = False
+    start_at_ones: bool = False  # the fresh fitting start at ℓ = σ_f² = σ_n² = 1 (θ = 0), Optuna's initial values
 
     def _continuous(self, dim: int) -> np.ndarray:
         cont = np.zeros(dim + 2, dtype=bool)
@@ -63,6 +66,8 @@ class OptunaStylePrior(GPPrior):
         return cont
 
     def mode(self, dim: int) -> torch.Tensor:
+        if self.start_at_ones:
+            return torch.zeros(dim + 2, dtype=torch.float64)
         m = super().mode(dim).clone()
         m[torch.as_tensor(self._continuous(dim))] = 0.0
         if self.all_priors:
@@ -97,6 +102,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "optuna-ls": {"optuna": False},
     "optuna": {"optuna": True},
     "no-restarts": {},
+    "optuna-start": {"optuna": True},
 }
 
 
@@ -107,12 +113,13 @@ def run_variant(variant: str, fn: str, seeds: int) -> list[list[float]]:
     changes = dict(VARIANTS[variant])
 
     def init(self: GPStrategy, *args: Any, **kwargs: Any) -> None:
-        if variant == "no-restarts":
+        if variant in ("no-restarts", "optuna-start"):
             kwargs["num_gp_restarts"] = 0
         original_init(self, *args, **kwargs)
         cats = self.gp_prior.categorical_columns
         if "optuna" in changes:
-            self.gp_prior = OptunaStylePrior(categorical_columns=cats, all_priors=changes["optuna"])
+            self.gp_prior = OptunaStylePrior(categorical_columns=cats, all_priors=changes["optuna"],
+                                             start_at_ones=variant == "optuna-start")  # fmt: skip
         elif changes:
             self.gp_prior = dataclasses.replace(self.gp_prior, **changes)
 
