@@ -74,13 +74,9 @@ class OptunaStylePrior(GPPrior):
             m[dim], m[dim + 1] = 0.0, math.log(0.1 / 30.0)
         return m
 
-    def log_prob_and_grad(self, theta: np.ndarray | torch.Tensor) -> tuple[float, np.ndarray]:
-        theta = np.asarray(theta.detach() if isinstance(theta, torch.Tensor) else theta, dtype=np.float64)
+    def log_prob_terms(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        terms, grads = super().log_prob_terms(theta)  # ours; Optuna's replace them where it has a prior
         dim = theta.shape[-1] - 2
-        mask, loc, scale = (v.numpy() for v in self._normal_parts(dim))
-        a, b = self.lengthscale_concentration, self.lengthscale_rate_at(dim)
-        terms = np.where(mask, -0.5 * ((theta - loc) / scale) ** 2, (a - 1.0) * theta - b * np.exp(theta))
-        grads = np.where(mask, -(theta - loc) / scale**2, (a - 1.0) - b * np.exp(theta))
         cont = self._continuous(dim)
         up, down = np.exp(2.0 * theta[cont]), np.exp(-2.0 * theta[cont])
         terms[cont], grads[cont] = -(0.1 * up + 0.1 * down), -(0.2 * up - 0.2 * down)
@@ -88,40 +84,51 @@ class OptunaStylePrior(GPPrior):
             s, n = theta[dim], theta[dim + 1]
             terms[dim], grads[dim] = s - math.exp(s), 1.0 - math.exp(s)
             terms[dim + 1], grads[dim + 1] = 0.1 * n - 30.0 * math.exp(n), 0.1 - 30.0 * math.exp(n)
-        return float(terms.sum()), grads
+        return terms, grads
 
     def log_prob(self, theta: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("the variant is only used by the NumPy fit (log_prob_and_grad)")
+        # the torch form would otherwise be inherited and return *our* prior; nothing here calls it
+        raise NotImplementedError("OptunaStylePrior serves the NumPy fit only (log_prob_and_grad)")
 
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "noise": {"noise_loc": -5.0, "noise_scale": 1.5},
-    "long": {"lengthscale_rate": 3.0},
-    "noise-long": {"noise_loc": -5.0, "noise_scale": 1.5, "lengthscale_rate": 3.0},
-    "optuna-ls": {"optuna": False},
-    "optuna": {"optuna": True},
-    "no-restarts": {},
-    "optuna-start": {"optuna": True},
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """``changes``: GPPrior fields replaced; ``optuna``: Optuna's lengthscale prior (``"ls"``) or all three of its
+    priors (``"all"``) instead; ``restarts``: random restarts of the fit; ``start_at_ones``: see the prior."""
+
+    changes: dict[str, float] = dataclasses.field(default_factory=dict)
+    optuna: str | None = None
+    restarts: bool = True
+    start_at_ones: bool = False
+
+
+VARIANTS: dict[str, Variant] = {
+    "default": Variant(),
+    "noise": Variant({"noise_loc": -5.0, "noise_scale": 1.5}),
+    "long": Variant({"lengthscale_rate": 3.0}),
+    "noise-long": Variant({"noise_loc": -5.0, "noise_scale": 1.5, "lengthscale_rate": 3.0}),
+    "optuna-ls": Variant(optuna="ls"),
+    "optuna": Variant(optuna="all"),
+    "no-restarts": Variant(restarts=False),
+    "optuna-start": Variant(optuna="all", restarts=False, start_at_ones=True),
 }
 
 
-def run_variant(variant: str, fn: str, seeds: int) -> list[list[float]]:
+def run_variant(name: str, fn: str, seeds: int) -> list[list[float]]:
     """Values in trial order of our GP strategy with the variant's priors, seeds ``0..seeds-1``."""
     torch.set_num_threads(1)
     original_init = GPStrategy.__init__
-    changes = dict(VARIANTS[variant])
+    variant = VARIANTS[name]
 
     def init(self: GPStrategy, *args: Any, **kwargs: Any) -> None:
-        if variant in ("no-restarts", "optuna-start"):
+        if not variant.restarts:
             kwargs["num_gp_restarts"] = 0
         original_init(self, *args, **kwargs)
-        cats = self.gp_prior.categorical_columns
-        if "optuna" in changes:
-            self.gp_prior = OptunaStylePrior(categorical_columns=cats, all_priors=changes["optuna"],
-                                             start_at_ones=variant == "optuna-start")  # fmt: skip
-        elif changes:
-            self.gp_prior = dataclasses.replace(self.gp_prior, **changes)
+        if variant.optuna:
+            self.gp_prior = OptunaStylePrior(categorical_columns=self.gp_prior.categorical_columns,
+                                             all_priors=variant.optuna == "all",
+                                             start_at_ones=variant.start_at_ones)  # fmt: skip
+        self.gp_prior = dataclasses.replace(self.gp_prior, **variant.changes)
 
     GPStrategy.__init__ = init  # type: ignore[method-assign]
     try:

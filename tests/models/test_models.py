@@ -54,7 +54,7 @@ def _conventional_conv4(model: Conv4) -> torch.nn.Sequential:
 @pytest.mark.parametrize("pool_blocks", [4, 2])
 def test_conv4_pool_before_relu_is_the_conventional_block_exactly(pool_blocks):
     # Conv4 runs maxpool before ReLU (a quarter of the ReLU work); forward, gradients and second-order gradients
-    # must be those of the papers' order bit for bit, including windows whose maximum is negative or zero
+    # must be those of the papers' order bit for bit, including tied and all-negative pooling windows
     torch.manual_seed(0)
     model = Conv4(in_channels=1, hidden_channels=8, pool_blocks=pool_blocks).double()
     blocks = [[type(m) for m in b] for b in model.features]

@@ -123,17 +123,22 @@ class GPPrior:
         gamma = (a - 1.0) * theta - b * theta.exp()  # Gamma(a, b) log-density of ℓ = e^θ
         return torch.where(mask, -0.5 * z * z, gamma).sum(-1)
 
-    def log_prob_and_grad(self, theta: np.ndarray | Tensor) -> tuple[float, np.ndarray]:
-        """:meth:`log_prob` of a ``θ [D + 2]`` and its gradient in closed form, in NumPy for the fit (normal:
-        ``-(θ - loc) / scale²``; Gamma in ``ℓ = e^θ``: ``(a - 1) - b e^θ``)."""
-        theta = np.asarray(theta.detach() if isinstance(theta, Tensor) else theta, dtype=np.float64)
+    def log_prob_terms(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The independent terms of :meth:`log_prob`, one per coordinate of a ``θ [D + 2]`` (NumPy), and their
+        derivatives in closed form (normal: ``-(θ - loc) / scale²``; Gamma in ``ℓ = e^θ``: ``(a - 1) - b e^θ``)."""
         dim = theta.shape[-1] - 2
         mask, loc, scale = (v.numpy() for v in self._normal_parts(dim))
         a, b = self.lengthscale_concentration, self.lengthscale_rate_at(dim)
         z = (theta - loc) / scale
         e = np.exp(theta)
-        value = float(np.where(mask, -0.5 * z * z, (a - 1.0) * theta - b * e).sum())
-        return value, np.where(mask, -z / scale, (a - 1.0) - b * e)
+        return np.where(mask, -0.5 * z * z, (a - 1.0) * theta - b * e), np.where(mask, -z / scale, (a - 1.0) - b * e)
+
+    def log_prob_and_grad(self, theta: np.ndarray | Tensor) -> tuple[float, np.ndarray]:
+        """:meth:`log_prob` of a ``θ [D + 2]`` and its gradient, in NumPy for the fit (sums of
+        :meth:`log_prob_terms`)."""
+        theta = np.asarray(theta.detach() if isinstance(theta, Tensor) else theta, dtype=np.float64)
+        terms, grads = self.log_prob_terms(theta)
+        return float(terms.sum()), grads
 
 
 @functools.lru_cache(maxsize=64)
