@@ -19,6 +19,13 @@ Variants (``GPPrior`` fields changed; the rest as shipped):
 - ``optuna-start``: Optuna's three priors, no random restarts, and the fit's fresh start at Optuna's initial values
   (every lengthscale, the signal and the noise variance 1) instead of the prior mode.
 
+Acquisition-search variants (shipped priors; ``GPStrategy`` options changed):
+- ``roulette``: ``start_selection="roulette"`` — local searches from the best candidate, the best trial and
+  EI-weighted random candidates (Optuna's scheme) instead of the 8 best candidates;
+- ``roulette-10``: the same with 10 local searches, Optuna's number;
+- ``roulette-sobol``: ``roulette-10`` with Sobol candidates only (no perturbations of the best trials among the
+  2,048), as Optuna samples them.
+
 Usage:
     python benchmarks/search_bo_priors.py --reference benchmarks/out/search_bo.json --seeds 20 --workers 2
 """
@@ -44,7 +51,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import search_bo  # noqa: E402
 
-from meta_learning.search import GPStrategy  # noqa: E402
+from meta_learning.search import GPStrategy, acquisition  # noqa: E402
 from meta_learning.search.gp import GPPrior  # noqa: E402
 
 BUDGETS = (25, 50, 100)
@@ -100,6 +107,8 @@ class Variant:
     optuna: str | None = None
     restarts: bool = True
     start_at_ones: bool = False
+    strategy: dict[str, Any] = dataclasses.field(default_factory=dict)  # GPStrategy options
+    local_candidates: bool = True  # perturbations of the best trials among the acquisition's candidates
 
 
 VARIANTS: dict[str, Variant] = {
@@ -111,6 +120,9 @@ VARIANTS: dict[str, Variant] = {
     "optuna": Variant(optuna="all"),
     "no-restarts": Variant(restarts=False),
     "optuna-start": Variant(optuna="all", restarts=False, start_at_ones=True),
+    "roulette": Variant(strategy={"start_selection": "roulette"}),
+    "roulette-10": Variant(strategy={"start_selection": "roulette", "num_starts": 10}),
+    "roulette-sobol": Variant(strategy={"start_selection": "roulette", "num_starts": 10}, local_candidates=False),
 }
 
 
@@ -123,6 +135,7 @@ def run_variant(name: str, fn: str, seeds: int) -> list[list[float]]:
     def init(self: GPStrategy, *args: Any, **kwargs: Any) -> None:
         if not variant.restarts:
             kwargs["num_gp_restarts"] = 0
+        kwargs.update(variant.strategy)
         original_init(self, *args, **kwargs)
         if variant.optuna:
             self.gp_prior = OptunaStylePrior(categorical_columns=self.gp_prior.categorical_columns,
@@ -131,6 +144,11 @@ def run_variant(name: str, fn: str, seeds: int) -> list[list[float]]:
         self.gp_prior = dataclasses.replace(self.gp_prior, **variant.changes)
 
     GPStrategy.__init__ = init  # type: ignore[method-assign]
+    if not variant.local_candidates:  # each job runs in a fresh process, so the patch stays in this one
+        sobol_only = acquisition._candidates
+        acquisition._candidates = lambda space, n, incumbents, generator: sobol_only(
+            space, n, incumbents[:0], generator
+        )
     try:
         return [search_bo.run_method("ours-gp", fn, s, max(BUDGETS))["values"] for s in range(seeds)]
     finally:

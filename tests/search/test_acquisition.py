@@ -12,6 +12,7 @@ from torch import Tensor
 
 from meta_learning.search import Categorical, Float, Int, SearchSpace
 from meta_learning.search.acquisition import (
+    _roulette,
     _RowSet,
     expected_improvement,
     log_expected_improvement,
@@ -126,6 +127,47 @@ def test_maximize_acquisition_finds_a_known_optimum_in_a_mixed_space():
     cfg = space.decode(best.unsqueeze(0))[0]
     assert cfg["c"] == "y"
     assert cfg["a"] == pytest.approx(0.31, abs=1e-4) and cfg["b"] == pytest.approx(0.77, abs=1e-4)
+
+
+def test_roulette_starts_the_argmax_then_draws_in_proportion_to_the_acquisition_ratio():
+    # log-scale scores: weights exp(v - max) = 1, 0.5, 0.25, 0.25, 0
+    values = torch.log(torch.tensor([0.25, 1.0, 0.5, 0.25, 0.0], dtype=F64))
+    g = torch.Generator().manual_seed(0)
+    seconds = []
+    for _ in range(4000):
+        idx = _roulette(values, 2, g)
+        assert idx[0] == 1 and idx.shape == (2,)
+        seconds.append(int(idx[1]))
+    freq = torch.bincount(torch.tensor(seconds), minlength=5).to(F64) / 4000
+    # the second start: P = 0.5 / 1 for index 2, 0.25 / 1 for 0 and 3 (argmax removed), never the zero weight
+    assert torch.allclose(freq, torch.tensor([0.25, 0.0, 0.5, 0.25, 0.0], dtype=F64), atol=0.03)
+    # more starts asked than nonzero weights: each nonzero one once, no repeats
+    assert sorted(_roulette(values, 10, g).tolist()) == [0, 1, 2, 3]
+    assert _roulette(values, 1, g).tolist() == [1]
+
+
+@pytest.mark.parametrize("selection", ["top", "roulette"])
+def test_roulette_also_searches_from_the_best_incumbent(selection):
+    space = SearchSpace({"a": Float(0, 1), "b": Float(0, 1)})
+    peak = torch.tensor([0.123456, 0.654321], dtype=F64)
+
+    def acq(x):  # a needle of width 1e-4 at the incumbent (height 1) and a broad hill at (0.8, 0.2) (height 0.5)
+        needle = torch.exp(-((x - peak) ** 2).sum(1) / (2 * 1e-4**2))
+        hill = 0.5 * torch.exp(-((x - torch.tensor([0.8, 0.2], dtype=F64)) ** 2).sum(1) / 0.1)
+        return needle + hill
+
+    best = maximize_acquisition(acq, space, generator=torch.Generator().manual_seed(0), num_candidates=256,
+                                incumbents=peak.unsqueeze(0), start_selection=selection)  # fmt: skip
+    if selection == "roulette":  # the incumbent is a start, and no local search leaves its needle
+        assert torch.allclose(best, peak, atol=1e-6)
+    else:  # the jittered copies of the incumbent (scale >= 0.02) all miss a needle of width 1e-4
+        assert torch.allclose(best, torch.tensor([0.8, 0.2], dtype=F64), atol=1e-3)
+
+
+def test_start_selection_is_validated():
+    space = SearchSpace({"a": Float(0, 1)})
+    with pytest.raises(ValueError, match="start_selection.*'best'"):
+        maximize_acquisition(lambda x: x[:, 0], space, generator=torch.Generator(), start_selection="best")
 
 
 @pytest.mark.parametrize("lengthscales", [None, [0.05, 1.0, 1.0, 1.0, 3.0], [1.0, 1.0, 1.0, 1.0, 1.0]])

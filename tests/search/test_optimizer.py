@@ -22,8 +22,9 @@ def forrester(x: float) -> float:
     return (6 * x - 2) ** 2 * math.sin(12 * x - 4)
 
 
-def test_finds_the_optimum_of_a_1d_function_in_few_steps():
-    bo = BayesianOptimizer("loss", {"x": (0.0, 1.0)}, storage="memory", seed=0)
+@pytest.mark.parametrize("start_selection", ["top", "roulette"])
+def test_finds_the_optimum_of_a_1d_function_in_few_steps(start_selection):
+    bo = BayesianOptimizer("loss", {"x": (0.0, 1.0)}, storage="memory", seed=0, start_selection=start_selection)
     best = bo.optimize(lambda p: forrester(p["x"]), num_trials=15)
     assert best["x"] == pytest.approx(FORRESTER_MIN[0], abs=5e-3)
     assert bo.best_value - FORRESTER_MIN[1] < 1e-3

@@ -34,6 +34,7 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
+from meta_learning._checks import check_choice
 from meta_learning.search.space import SearchSpace
 
 F64 = torch.float64
@@ -173,6 +174,21 @@ def _avoiding(acq: Callable[[Tensor], Tensor], avoid: _RowSet, x: Tensor) -> Ten
     return acq(x).masked_fill(avoid.contains(x), -math.inf)
 
 
+def _roulette(values: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """Indices ``[<= k]``: the argmax of ``values [m]`` (log-scale scores, ``-inf`` allowed), then up to ``k - 1``
+    others drawn without replacement with probability ``∝ exp(values - max)``; only those of nonzero weight."""
+    best = int(torch.argmax(values))
+    if k <= 1 or not math.isfinite(float(values[best])):
+        return torch.tensor([best])
+    weights = torch.exp(values - values[best])
+    weights[best] = 0.0
+    draws = min(k - 1, int((weights > 0).sum()))
+    if draws == 0:
+        return torch.tensor([best])
+    others = torch.multinomial(weights, draws, replacement=False, generator=generator)
+    return torch.cat([torch.tensor([best]), others])
+
+
 def _candidates(space: SearchSpace, n: int, incumbents: Tensor, generator: torch.Generator) -> Tensor:
     x = space.sample_encoded(n, generator)
     cont = space.continuous_columns
@@ -293,6 +309,7 @@ def maximize_acquisition(
     gtol: float = 1e-5,
     avoid: Tensor | None = None,
     max_enumerate: int = MAX_ENUMERATE,
+    start_selection: str = "top",
 ) -> Tensor:
     """Return the encoded point ``[D]`` with the highest acquisition value found.
 
@@ -314,7 +331,13 @@ def maximize_acquisition(
             evaluated); honoured in spaces without float parameters, where an exact repeat is otherwise likely.
         max_enumerate: a space without float parameters holding at most this many configurations is searched
             exhaustively (every configuration scored) instead of by candidates and coordinate search.
+        start_selection: which candidates start the local searches. ``"top"``: the ``num_starts`` highest-scoring
+            ones. ``"roulette"``: the highest-scoring one, the best incumbent, and the rest drawn without
+            replacement with probability proportional to ``exp(acq - max acq)`` (the EI ratio for LogEI), so the
+            searches spread over the acquisition's other modes, as Optuna's GPSampler does; fewer when fewer
+            candidates have a weight that does not underflow.
     """
+    check_choice("start_selection", start_selection, ("top", "roulette"))
     discrete = not space.float_columns
     # avoidance applies where exact repeats happen: spaces without float parameters
     avoided = _RowSet(space.canonical(avoid.to(F64))) if discrete and avoid is not None and avoid.shape[0] else None
@@ -332,9 +355,15 @@ def maximize_acquisition(
     cand = _candidates(space, num_candidates, inc.to(F64), generator)
     values = _evaluate(acq, cand)
     values = torch.nan_to_num(values, nan=-math.inf)
-    order = torch.argsort(values, descending=True)
-    starts = cand[order[: min(num_starts, cand.shape[0])]].clone()
-    start_vals = values[order[: starts.shape[0]]].clone()
+    if start_selection == "top":
+        chosen = torch.argsort(values, descending=True)[: min(num_starts, cand.shape[0])]
+    else:
+        chosen = _roulette(values, num_starts - (1 if inc.shape[0] else 0), generator)
+    starts, start_vals = cand[chosen].clone(), values[chosen].clone()
+    if start_selection == "roulette" and inc.shape[0] and num_starts > 1:
+        best_inc = space.snap(inc[:1].to(F64))
+        starts = torch.cat([starts, best_inc])
+        start_vals = torch.cat([start_vals, torch.nan_to_num(_evaluate(acq, best_inc), nan=-math.inf)])
     floats = space.float_columns
     if floats:
         scales = lengthscales[floats] if lengthscales is not None else None

@@ -182,6 +182,8 @@ class GPStrategy(SpaceSampler):
         constant_liar: the value imputed at pending trials: ``"mean"``, ``"best"`` or ``"worst"``.
         warm_start: earlier studies' data (see :func:`meta_learning.search.optimizer.prior_data`).
         num_candidates, num_starts: acquisition optimisation effort.
+        start_selection: how the acquisition's local searches are started: ``"top"`` (the best candidates) or
+            ``"roulette"`` (the best, the incumbent and EI-weighted draws; see :func:`maximize_acquisition`).
         num_gp_restarts: random restarts of the hyperparameter fit (besides the previous optimum and the prior
             mode), made at the first fit and at every 10th observation; the fits in between start from the
             previous optimum only.
@@ -208,6 +210,7 @@ class GPStrategy(SpaceSampler):
         warm_start: Sequence[PriorData] = (),
         num_candidates: int = 2048,
         num_starts: int = 8,
+        start_selection: str = "top",
         num_gp_restarts: int = 2,
         num_rgpe_samples: int = 256,
         avoid_repeats: bool = True,
@@ -227,6 +230,7 @@ class GPStrategy(SpaceSampler):
         self.n_startup_trials = default_startup
         self.num_candidates = check_positive_int("num_candidates", num_candidates)
         self.num_starts = check_positive_int("num_starts", num_starts)
+        self.start_selection = check_choice("start_selection", start_selection, ("top", "roulette"))
         self.num_gp_restarts = check_non_negative_int("num_gp_restarts", num_gp_restarts)
         self.num_rgpe_samples = check_positive_int("num_rgpe_samples", num_rgpe_samples)
         if not isinstance(avoid_repeats, bool):
@@ -328,7 +332,7 @@ class GPStrategy(SpaceSampler):
         point = maximize_acquisition(acq, self.space, generator=generator, incumbents=incumbents,
                                      num_candidates=self.num_candidates, num_starts=self.num_starts,
                                      lengthscales=lengthscales, acq_with_grad=acq_grad,
-                                     gtol=ACQUISITION_GTOL,
+                                     gtol=ACQUISITION_GTOL, start_selection=self.start_selection,
                                      avoid=torch.cat([x, x_pending]) if self.avoid_repeats else None)  # fmt: skip
         return self.space.decode(point.unsqueeze(0))[0]
 
