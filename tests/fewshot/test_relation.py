@@ -66,7 +66,8 @@ def test_cross_entropy_option():
 def test_default_modules_follow_the_paper_shapes():
     rn = RelationNetwork(in_channels=1, image_size=28)
     feats = rn.embedding(torch.zeros(2, 1, 28, 28))
-    assert feats.shape == (2, 64, 7, 7)  # pooling in the first two blocks only
+    # pooling in the first two blocks only, and those two unpadded (Sung et al.'s code): 28 -> 26 -> 13 -> 11 -> 5
+    assert feats.shape == (2, 64, 5, 5)
     assert isinstance(rn.relation, RelationModule)
     assert rn.relation.fc[0].in_features == 64 and rn.relation.fc[0].out_features == 8
     sx = torch.rand(10, 1, 28, 28)

@@ -14,6 +14,9 @@ from meta_learning import MLP, Conv4, ResNet12
         (Conv4(in_channels=3), torch.rand(2, 3, 84, 84), (2, 64 * 5 * 5)),
         (Conv4(in_channels=1, num_classes=5), torch.rand(3, 1, 28, 28), (3, 5)),
         (Conv4(in_channels=1, pool_blocks=2, flatten=False), torch.rand(2, 1, 28, 28), (2, 64, 7, 7)),
+        # Relation Networks' embedding: 28 -> 26 -> 13 -> 11 -> 5 -> 5 -> 5 (first two blocks unpadded)
+        (Conv4(pool_blocks=2, flatten=False, padding=(0, 0, 1, 1)), torch.rand(2, 1, 28, 28), (2, 64, 5, 5)),
+        (Conv4(hidden_channels=8, padding=0, flatten=False), torch.rand(2, 1, 46, 46), (2, 8, 1, 1)),
         (ResNet12(in_channels=3, channels=(8, 16, 16, 32)), torch.rand(2, 3, 32, 32), (2, 32)),
         (ResNet12(in_channels=3, channels=(8, 8, 8, 8), num_classes=4), torch.rand(2, 3, 32, 32), (2, 4)),
         (MLP(1, [40, 40], 1), torch.rand(6, 1), (6, 1)),
@@ -113,6 +116,18 @@ def test_errors():
         Conv4(pool_blocks=5)
     with pytest.raises(ValueError, match=r"expects \[B, C, H, W\]"):
         Conv4()(torch.zeros(28, 28))
+    with pytest.raises(ValueError, match=r"padding=\(0, 2, 1, 1\).*0 or 1"):
+        Conv4(padding=(0, 2, 1, 1))
+    with pytest.raises(ValueError, match=r"padding=\(0, 1\).*4 such values"):
+        Conv4(padding=(0, 1))
+
+
+@pytest.mark.parametrize(("padding", "pool_blocks", "smallest"), [(1, 4, 16), ((0, 0, 1, 1), 2, 10), (0, 4, 46)])
+def test_conv4_names_the_smallest_input_it_takes(padding, pool_blocks, smallest):
+    model = Conv4(hidden_channels=4, pool_blocks=pool_blocks, padding=padding)
+    assert model(torch.rand(2, 1, smallest, smallest)).shape[0] == 2  # the smallest size runs
+    with pytest.raises(ValueError, match=f"H, W >= {smallest} "):  # one pixel less is refused, before torch fails
+        model(torch.rand(1, 1, smallest - 1, smallest - 1))
     with pytest.raises(ValueError, match="activation='swish'"):
         MLP(1, [4], 1, activation="swish")
     with pytest.raises(ValueError, match="exactly 4 block widths"):

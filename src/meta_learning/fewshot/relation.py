@@ -55,7 +55,8 @@ class RelationNetwork(EpisodicLearner):
 
     Args:
         embedding: module mapping ``[B, C_in, H, W]`` to feature maps ``[B, C, h, w]``; default: the paper's
-            four conv blocks with pooling after the first two only.
+            four conv blocks with pooling after the first two only, and those two unpadded (the authors' code:
+            ``64 x 5 x 5`` features from ``28 x 28`` Omniglot images).
         relation: module mapping ``[P, 2C, h, w]`` pairs to ``[P]`` logits; default :class:`RelationModule`.
         in_channels: input channels for the default embedding.
         image_size: input size, used to infer the feature-map shape for the default relation module.
@@ -82,7 +83,8 @@ class RelationNetwork(EpisodicLearner):
         check_positive_int("image_size", image_size)
         self.loss_type = check_choice("loss", loss, LOSSES)
         if embedding is None:
-            embedding = Conv4(in_channels=in_channels, hidden_channels=hidden_channels, pool_blocks=2, flatten=False)
+            embedding = Conv4(in_channels=in_channels, hidden_channels=hidden_channels, pool_blocks=2, flatten=False,
+                              padding=(0, 0, 1, 1))  # fmt: skip
         self.embedding = embedding
         if relation is None:
             c, h, w = self._feature_shape(in_channels, image_size)

@@ -21,11 +21,12 @@ from torch import Tensor, nn
 from meta_learning._checks import check_non_negative_int, check_positive_int
 
 
-def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
+def conv_block(in_channels: int, out_channels: int, pool: bool = True, padding: int = 1) -> nn.Sequential:
     """conv3x3 -> BatchNorm2d -> ReLU [-> MaxPool2d(2)], computed as conv -> BatchNorm [-> MaxPool2d(2)] -> ReLU
-    (the same function and gradients, a quarter of the ReLU work; module notes)."""
+    (the same function and gradients, a quarter of the ReLU work; module notes). ``padding`` of the convolution:
+    1 keeps the map's size, 0 shrinks it by 2."""
     layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding),
         nn.BatchNorm2d(out_channels),
     ]
     if pool:
@@ -46,6 +47,8 @@ class Conv4(nn.Module):
         num_classes: if given, a linear head maps the flattened features to ``num_classes`` logits
             (the MAML setup); otherwise the module returns the flattened embedding.
         flatten: return ``[B, D]`` (default) or the ``[B, C, H, W]`` feature map.
+        padding: the convolutions' zero padding, 0 or 1, one value for every block or one per block (default 1;
+            Relation Networks leave the first two blocks unpadded: ``(0, 0, 1, 1)``).
 
     Shapes: ``x [B, in_channels, H, W] -> [B, D]`` (or ``[B, num_classes]`` / ``[B, C, H', W']``).
 
@@ -63,6 +66,7 @@ class Conv4(nn.Module):
         num_classes: int | None = None,
         flatten: bool = True,
         feature_size: int | None = None,
+        padding: int | Sequence[int] = 1,
     ) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
@@ -71,10 +75,19 @@ class Conv4(nn.Module):
         pool_blocks = num_blocks if pool_blocks is None else check_non_negative_int("pool_blocks", pool_blocks)
         if pool_blocks > num_blocks:
             raise ValueError(f"pool_blocks={pool_blocks} but num_blocks={num_blocks}; it must be <= num_blocks")
+        pads = [padding] * num_blocks if isinstance(padding, int) else list(padding)
+        if len(pads) != num_blocks or any(isinstance(q, bool) or q not in (0, 1) for q in pads):
+            raise ValueError(
+                f"padding={padding!r}: it must be 0 or 1, or a sequence of {num_blocks} such values (one per block)"
+            )
         channels: Sequence[int] = [in_channels] + [hidden_channels] * num_blocks
         self.features = nn.Sequential(
-            *[conv_block(channels[i], channels[i + 1], pool=i < pool_blocks) for i in range(num_blocks)]
+            *[
+                conv_block(channels[i], channels[i + 1], pool=i < pool_blocks, padding=pads[i])
+                for i in range(num_blocks)
+            ]
         )
+        self.min_input_size = _min_input_size(pads, pool_blocks)
         self.flatten = flatten
         self.pool_blocks = pool_blocks
         self.head: nn.Linear | None = None
@@ -89,10 +102,10 @@ class Conv4(nn.Module):
         if not isinstance(x, Tensor):
             raise TypeError(f"Conv4 input x must be a torch.Tensor, got {type(x).__name__}")
         first = cast(nn.Conv2d, cast(nn.Sequential, self.features[0])[0])
-        if x.dim() != 4 or x.shape[1] != first.in_channels or min(x.shape[2:]) < 2**self.pool_blocks:
+        if x.dim() != 4 or x.shape[1] != first.in_channels or min(x.shape[2:]) < self.min_input_size:
             raise ValueError(
                 f"Conv4 expects [B, C, H, W] input x with C = in_channels = {first.in_channels} and H, W >= "
-                f"{2**self.pool_blocks} ({self.pool_blocks} pooling blocks), got shape {tuple(x.shape)}"
+                f"{self.min_input_size} ({self.pool_blocks} pooling blocks), got shape {tuple(x.shape)}"
             )
         if x.dtype != first.weight.dtype:
             raise TypeError(f"Conv4 input x has dtype {x.dtype} but the weights are {first.weight.dtype}; convert x")
@@ -101,3 +114,21 @@ class Conv4(nn.Module):
             return h
         h = torch.flatten(h, 1)
         return self.head(h) if self.head is not None else h
+
+
+def _min_input_size(paddings: Sequence[int], pool_blocks: int) -> int:
+    """The smallest ``H`` (= ``W``) the blocks accept: every convolution's output at least 1 pixel, and at least 2
+    before each pooling."""
+
+    def fits(size: int) -> bool:
+        for i, pad in enumerate(paddings):
+            size += 2 * pad - 2
+            if size < (2 if i < pool_blocks else 1):
+                return False
+            size = size // 2 if i < pool_blocks else size
+        return True
+
+    size = 1
+    while not fits(size):
+        size += 1
+    return size
