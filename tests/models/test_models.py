@@ -120,6 +120,8 @@ def test_errors():
         Conv4(padding=(0, 2, 1, 1))
     with pytest.raises(ValueError, match=r"padding=\(0, 1\).*4 such values"):
         Conv4(padding=(0, 1))
+    with pytest.raises(ValueError, match=r"padding=1.0"):
+        Conv4(padding=1.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("padding", "pool_blocks", "smallest"), [(1, 4, 16), ((0, 0, 1, 1), 2, 10), (0, 4, 46)])

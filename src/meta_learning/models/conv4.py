@@ -1,7 +1,7 @@
 """Conv4: the standard few-shot backbone (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017).
 
-Each block is conv3x3 (padding 1) -> BatchNorm -> ReLU -> maxpool 2x2. On ``1 x 28 x 28`` Omniglot inputs four
-blocks give a ``64 x 1 x 1`` map (64-d embedding); on ``3 x 84 x 84`` miniImageNet a ``64 x 5 x 5`` map (1600-d).
+Each block is conv3x3 (padding 1 unless set) -> BatchNorm -> ReLU -> maxpool 2x2. On ``1 x 28 x 28`` Omniglot inputs
+four blocks give a ``64 x 1 x 1`` map (64-d embedding); on ``3 x 84 x 84`` miniImageNet a ``64 x 5 x 5`` map (1600-d).
 
 The modules run the pooling before the ReLU: ``maxpool(relu(x)) = relu(maxpool(x))`` exactly (ReLU is monotone,
 so both pick the same maximum; where a window's maximum is <= 0 both give 0 and a zero gradient), forward and
@@ -75,19 +75,23 @@ class Conv4(nn.Module):
         pool_blocks = num_blocks if pool_blocks is None else check_non_negative_int("pool_blocks", pool_blocks)
         if pool_blocks > num_blocks:
             raise ValueError(f"pool_blocks={pool_blocks} but num_blocks={num_blocks}; it must be <= num_blocks")
-        pads = [padding] * num_blocks if isinstance(padding, int) else list(padding)
-        if len(pads) != num_blocks or any(isinstance(q, bool) or q not in (0, 1) for q in pads):
+        pads: list[object] = []  # anything but 0/1 or a sequence of them is refused below
+        if isinstance(padding, int):
+            pads = [padding] * num_blocks
+        elif isinstance(padding, Sequence) and not isinstance(padding, str):
+            pads = list(padding)
+        if len(pads) != num_blocks or any(type(q) is not int or q not in (0, 1) for q in pads):
             raise ValueError(
                 f"padding={padding!r}: it must be 0 or 1, or a sequence of {num_blocks} such values (one per block)"
             )
         channels: Sequence[int] = [in_channels] + [hidden_channels] * num_blocks
         self.features = nn.Sequential(
             *[
-                conv_block(channels[i], channels[i + 1], pool=i < pool_blocks, padding=pads[i])
+                conv_block(channels[i], channels[i + 1], pool=i < pool_blocks, padding=cast(int, pads[i]))
                 for i in range(num_blocks)
             ]
         )
-        self.min_input_size = _min_input_size(pads, pool_blocks)
+        self.min_input_size = _min_input_size(cast(list[int], pads), pool_blocks)
         self.flatten = flatten
         self.pool_blocks = pool_blocks
         self.head: nn.Linear | None = None

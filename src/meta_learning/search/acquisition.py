@@ -11,15 +11,17 @@ cdf; ``h(z) = φ(z) + z Φ(z)``.
   LogEI keeps a useful gradient where EI underflows to 0.
 - Upper confidence bound ``UCB = μ + √β σ``.
 
-Optimisation (:func:`maximize_acquisition`): score many random candidates (scrambled Sobol points for the
-continuous columns, uniform choices for the categorical ones, plus perturbations of the best observed points),
-run L-BFGS-B over the float columns from the best few (in lengthscale units, as Optuna's GPSampler does), then
-improve the discrete choices by a greedy coordinate search: each categorical parameter's alternatives and each int
-parameter's neighbours (``±1``). A space without float parameters of at most ``MAX_ENUMERATE`` configurations is
-searched exhaustively instead. In spaces without float parameters, configurations to avoid (e.g. those already
-evaluated) can be excluded, as BoTorch's ``optimize_acqf_discrete(X_avoid=...)`` does. Points are always evaluated
-at valid configurations (ints rounded, inactive columns reset), so the GP never sees "phantom" variation inside
-one integer's bin (Garrido-Merchán & Hernández-Lobato 2020).
+Optimisation (:func:`maximize_acquisition`): score many random candidates (scrambled Sobol points for the continuous
+columns, uniform choices for the categorical ones, plus perturbations of the best observed points), run L-BFGS-B over
+the float columns from the best few (in lengthscale units, as Optuna's GPSampler does; with
+``start_selection="roulette"`` from the best one, the best observed point and candidates drawn in proportion to
+``exp(acq - max acq)``, as Optuna starts them), then improve the discrete choices by a greedy coordinate search: each
+categorical parameter's alternatives and each int parameter's neighbours (``±1``). A space without float parameters of
+at most ``MAX_ENUMERATE`` configurations is searched exhaustively instead. In spaces without float parameters,
+configurations to avoid (e.g. those already evaluated) can be excluded, as BoTorch's
+``optimize_acqf_discrete(X_avoid=...)`` does. Points are always evaluated at valid configurations (ints rounded,
+inactive columns reset), so the GP never sees "phantom" variation inside one integer's bin (Garrido-Merchán &
+Hernández-Lobato 2020).
 """
 
 from __future__ import annotations
