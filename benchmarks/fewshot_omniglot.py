@@ -105,7 +105,7 @@ def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
 
 def train_and_evaluate(
     learner: str, shot: int, minutes: float, root: str | None, out_dir: Path, schedule: str = "step",
-    train_split: str = "train", precision: str = "fp32", channels_last: bool = False,
+    train_split: str = "train", precision: str = "fp32", channels_last: bool = False, resume: bool = False,
 ) -> dict:  # fmt: skip
     """Train under the time budget and evaluate at 5- and 20-way.
 
@@ -114,6 +114,8 @@ def train_and_evaluate(
     (the papers' final protocol) the validation characters are part of training, so validation cannot select a
     checkpoint: the final weights are evaluated. ``precision="bf16"`` trains with bfloat16 autocast and
     ``channels_last`` stores the convolution weights channels-last (evaluation runs in float32 either way).
+    The run folder is ``out_dir/runs/<config name>``: one holding a checkpoint is continued with ``resume=True``
+    and refused otherwise (continuing an earlier run after a code change would evaluate that run's weights).
     """
     name = f"{learner}_omniglot_5w{shot}s"
     cfg = load_config(resolve_config_path(name))
@@ -137,7 +139,9 @@ def train_and_evaluate(
     suffix = "" if (schedule, train_split) == ("step", "train") else f"_{train_split}_{schedule}"
     suffix += "" if (precision, channels_last) == ("fp32", False) else f"_{precision}{'_cl' if channels_last else ''}"
     run = out_dir / "runs" / (name + suffix)
-    results = train_experiment(cfg, run, progress=False, resume=(run / "checkpoints" / "last.pt").exists())
+    if (run / "checkpoints" / "last.pt").exists() and not resume:
+        raise SystemExit(f"{run} holds an earlier run's checkpoint: pass --resume to continue it, or remove the folder")
+    results = train_experiment(cfg, run, progress=False, resume=resume)
     trained = build_learner(cfg)
     weights = "last.pt" if train_split == "trainval" else "best.pt"
     load_model_weights(trained, run / "checkpoints" / weights)
@@ -163,6 +167,7 @@ def train_and_evaluate(
         "probe_episodes_per_s": probe,
         "evaluated_checkpoint": weights,
         "run_dir": str(run),
+        "resumed": resume,
     }
 
 
@@ -179,6 +184,7 @@ def main() -> None:
     parser.add_argument("--train-split", choices=["train", "trainval"], default="train")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision")
     parser.add_argument("--channels-last", action="store_true", help="channels-last convolution weights")
+    parser.add_argument("--resume", action="store_true", help="continue the runs in the output folder's runs/")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
@@ -203,7 +209,7 @@ def main() -> None:
             for shot in args.shots:
                 res = train_and_evaluate(
                     learner, shot, args.minutes, args.root, out.parent, args.schedule, args.train_split,
-                    args.precision, args.channels_last,
+                    args.precision, args.channels_last, args.resume,
                 )  # fmt: skip
                 report["runs"].append(res)
                 atomic_write_json(out, report)
