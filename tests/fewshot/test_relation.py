@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from meta_learning import Episode, RelationNetwork
+from meta_learning import Conv4, Episode, RelationNetwork
 from meta_learning.fewshot.relation import RelationModule
 
 
@@ -66,8 +66,7 @@ def test_cross_entropy_option():
 def test_default_modules_follow_the_paper_shapes():
     rn = RelationNetwork(in_channels=1, image_size=28)
     feats = rn.embedding(torch.zeros(2, 1, 28, 28))
-    # pooling in the first two blocks only, and those two unpadded (Sung et al.'s code): 28 -> 26 -> 13 -> 11 -> 5
-    assert feats.shape == (2, 64, 5, 5)
+    assert feats.shape == (2, 64, 7, 7)  # pooling in the first two blocks only
     assert isinstance(rn.relation, RelationModule)
     assert rn.relation.fc[0].in_features == 64 and rn.relation.fc[0].out_features == 8
     sx = torch.rand(10, 1, 28, 28)
@@ -97,3 +96,12 @@ def test_evaluate_refuses_an_episode_without_queries():
     assert rn.evaluate([ok]).n == 1
     with pytest.raises(ValueError, match=r"episodes\[1\] has no query examples"):
         rn.evaluate([ok, empty])  # instead of a NaN mean
+
+
+def test_the_authors_unpadded_embedding_gets_a_matching_relation_module():
+    # Sung et al.'s code: first two blocks unpadded, 28 -> 26 -> 13 -> 11 -> 5; the relation module pools 5 -> 2 -> 1
+    rn = RelationNetwork(embedding=Conv4(pool_blocks=2, flatten=False, padding=(0, 0, 1, 1)), image_size=28)
+    assert rn.embedding(torch.zeros(2, 1, 28, 28)).shape == (2, 64, 5, 5)
+    assert rn.relation.fc[0].in_features == 64
+    logits = rn.predict(torch.rand(10, 1, 28, 28), torch.arange(5).repeat(2), torch.rand(7, 1, 28, 28))
+    assert logits.shape == (7, 5)
