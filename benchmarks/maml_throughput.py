@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).parent))  # _machine, also when imported from elsewhere
+
 WAYS, SHOTS, QUERIES, META_BATCH, INNER_LR, OUTER_LR = 5, 1, 15, 32, 0.4, 1e-3
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +131,6 @@ def worker(
 def ab_pool_before_relu(rounds: int, threads: int, out: str) -> None:
     """Ours only, in one process: the conventional block order vs maxpool before ReLU, meta-batches alternating
     (order swapped every round) so that machine drift hits both alike; prints the medians and paired ratios."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine_info
 
     from meta_learning._io import atomic_write_json
@@ -198,7 +199,6 @@ def main() -> None:
         print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads, a.precision, a.channels_last,
                                 a.pool_before_relu)))  # fmt: skip
         return
-    sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine_info, matmul_peak_gflops
 
     from meta_learning._io import atomic_write_json

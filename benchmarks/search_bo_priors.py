@@ -17,8 +17,7 @@ Variants (``GPPrior`` fields changed; the rest as shipped):
 - ``optuna``: Optuna's three priors (lengthscales as above, ``σ_f² ~ Gamma(2, 1)``, ``σ_n² ~ Gamma(1.1, 30)``);
 - ``no-restarts``: default priors, no random restarts of the hyperparameter fit (Optuna fits from one start);
 - ``optuna-start``: Optuna's three priors, no random restarts, and the fit's fresh start at Optuna's initial values
-  (every lengthscale, the signal and the noise variance 1) instead of the prior mode.
-
+  (every lengthscale, the signal and the noise variance 1) instead of the prior mode;
 - ``lognormal-ls``: the dimension-scaled lengthscale prior of Hvarfner, Hellsten & Nardi (2024), BoTorch's default
   since 0.12: ``log ℓ ~ N(√2 + ½ log D, 3)`` on the continuous columns (median ``ℓ`` 5.8 at ``D = 2``, 9.2 at 5,
   16.5 at 10, with a wide spread), our other priors.
@@ -38,10 +37,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -62,37 +63,55 @@ BUDGETS = (25, 50, 100)
 
 
 @dataclasses.dataclass(frozen=True)
-class LogNormalLengthscalePrior(GPPrior):
-    """Hvarfner et al. (2024): ``log ℓ ~ N(√2 + ½ log D, √3²)`` on the continuous columns (in our ``θ = log ℓ``
-    coordinates a normal density); the categorical columns, signal and noise keep our priors."""
+class _LengthscaleOverride(GPPrior):
+    """Our priors with the terms of the continuous lengthscales replaced by another family (``_ls_terms``, mode
+    ``_ls_mode``); categorical columns, signal and noise keep ours. Serves the NumPy fit only."""
 
     def _continuous(self, dim: int) -> np.ndarray:
-        return ~self._categorical_mask(dim).numpy()
+        """``[D + 2]`` mask of the continuous lengthscales in ``θ``."""
+        cont = np.zeros(dim + 2, dtype=bool)
+        cont[:dim] = ~self._categorical_mask(dim).numpy()
+        return cont
 
-    @staticmethod
-    def _loc(dim: int) -> float:
-        return math.sqrt(2.0) + 0.5 * math.log(dim)
+    def _ls_mode(self, dim: int) -> float:
+        raise NotImplementedError
+
+    def _ls_terms(self, theta: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Log-density terms and derivatives of the continuous ``θ_d = log ℓ_d``."""
+        raise NotImplementedError
 
     def mode(self, dim: int) -> torch.Tensor:
         m = super().mode(dim).clone()
-        m[:dim][torch.as_tensor(self._continuous(dim))] = self._loc(dim)
+        m[torch.as_tensor(self._continuous(dim))] = self._ls_mode(dim)
         return m
 
     def log_prob_terms(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         terms, grads = super().log_prob_terms(theta)
         dim = theta.shape[-1] - 2
-        cont = np.zeros(dim + 2, dtype=bool)
-        cont[:dim] = self._continuous(dim)
-        z = theta[cont] - self._loc(dim)
-        terms[cont], grads[cont] = -z * z / 6.0, -z / 3.0
+        cont = self._continuous(dim)
+        terms[cont], grads[cont] = self._ls_terms(theta[cont], dim)
         return terms, grads
 
     def log_prob(self, theta: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("LogNormalLengthscalePrior serves the NumPy fit only (log_prob_and_grad)")
+        # the torch form would otherwise be inherited and return *our* prior; nothing here calls it
+        raise NotImplementedError(f"{type(self).__name__} serves the NumPy fit only (log_prob_and_grad)")
 
 
 @dataclasses.dataclass(frozen=True)
-class OptunaStylePrior(GPPrior):
+class LogNormalLengthscalePrior(_LengthscaleOverride):
+    """Hvarfner et al. (2024): ``log ℓ ~ N(√2 + ½ log D, √3²)`` on the continuous columns (a normal density in our
+    ``θ = log ℓ`` coordinates)."""
+
+    def _ls_mode(self, dim: int) -> float:
+        return math.sqrt(2.0) + 0.5 * math.log(dim)
+
+    def _ls_terms(self, theta: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        z = theta - self._ls_mode(dim)
+        return -z * z / 6.0, -z / 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptunaStylePrior(_LengthscaleOverride):
     """Optuna GPSampler's heuristic priors (``optuna/_gp/prior.py``) in our ``θ = (log ℓ, log σ_f², log σ_n²)``
     coordinates, without a Jacobian as there: on continuous lengthscales ``-(0.1 e^{2θ} + 0.1 e^{-2θ})``; with
     ``all_priors`` also ``θ_f - e^{θ_f}`` (Gamma(2, 1) on ``σ_f²``) and ``0.1 θ_n - 30 e^{θ_n}`` (Gamma(1.1, 30) on
@@ -101,49 +120,42 @@ class OptunaStylePrior(GPPrior):
     all_priors: bool = False
     start_at_ones: bool = False  # the fresh fitting start at ℓ = σ_f² = σ_n² = 1 (θ = 0), Optuna's initial values
 
-    def _continuous(self, dim: int) -> np.ndarray:
-        cont = np.zeros(dim + 2, dtype=bool)
-        cont[:dim] = ~self._categorical_mask(dim).numpy()
-        return cont
+    def _ls_mode(self, dim: int) -> float:
+        return 0.0
+
+    def _ls_terms(self, theta: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        up, down = np.exp(2.0 * theta), np.exp(-2.0 * theta)
+        return -(0.1 * up + 0.1 * down), -(0.2 * up - 0.2 * down)
 
     def mode(self, dim: int) -> torch.Tensor:
         if self.start_at_ones:
             return torch.zeros(dim + 2, dtype=torch.float64)
-        m = super().mode(dim).clone()
-        m[torch.as_tensor(self._continuous(dim))] = 0.0
+        m = super().mode(dim)
         if self.all_priors:
             m[dim], m[dim + 1] = 0.0, math.log(0.1 / 30.0)
         return m
 
     def log_prob_terms(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        terms, grads = super().log_prob_terms(theta)  # ours; Optuna's replace them where it has a prior
-        dim = theta.shape[-1] - 2
-        cont = self._continuous(dim)
-        up, down = np.exp(2.0 * theta[cont]), np.exp(-2.0 * theta[cont])
-        terms[cont], grads[cont] = -(0.1 * up + 0.1 * down), -(0.2 * up - 0.2 * down)
+        terms, grads = super().log_prob_terms(theta)
         if self.all_priors:
+            dim = theta.shape[-1] - 2
             s, n = theta[dim], theta[dim + 1]
             terms[dim], grads[dim] = s - math.exp(s), 1.0 - math.exp(s)
             terms[dim + 1], grads[dim + 1] = 0.1 * n - 30.0 * math.exp(n), 0.1 - 30.0 * math.exp(n)
         return terms, grads
 
-    def log_prob(self, theta: torch.Tensor) -> torch.Tensor:
-        # the torch form would otherwise be inherited and return *our* prior; nothing here calls it
-        raise NotImplementedError("OptunaStylePrior serves the NumPy fit only (log_prob_and_grad)")
-
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """``changes``: GPPrior fields replaced; ``optuna``: Optuna's lengthscale prior (``"ls"``) or all three of its
-    priors (``"all"``) instead; ``restarts``: random restarts of the fit; ``start_at_ones``: see the prior."""
+    """``changes``: GPPrior fields replaced; ``prior``: builds the prior from the categorical columns instead of
+    ours; ``restarts``: random restarts of the fit; ``strategy``: GPStrategy options; ``local_candidates``:
+    perturbations of the best trials among the acquisition's candidates."""
 
     changes: dict[str, float] = dataclasses.field(default_factory=dict)
-    optuna: str | None = None
-    lognormal: bool = False  # LogNormalLengthscalePrior instead of ours
+    prior: Callable[..., GPPrior] | None = None
     restarts: bool = True
-    start_at_ones: bool = False
-    strategy: dict[str, Any] = dataclasses.field(default_factory=dict)  # GPStrategy options
-    local_candidates: bool = True  # perturbations of the best trials among the acquisition's candidates
+    strategy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    local_candidates: bool = True
 
 
 VARIANTS: dict[str, Variant] = {
@@ -151,11 +163,13 @@ VARIANTS: dict[str, Variant] = {
     "noise": Variant({"noise_loc": -5.0, "noise_scale": 1.5}),
     "long": Variant({"lengthscale_rate": 3.0}),
     "noise-long": Variant({"noise_loc": -5.0, "noise_scale": 1.5, "lengthscale_rate": 3.0}),
-    "optuna-ls": Variant(optuna="ls"),
-    "optuna": Variant(optuna="all"),
+    "optuna-ls": Variant(prior=OptunaStylePrior),
+    "optuna": Variant(prior=functools.partial(OptunaStylePrior, all_priors=True)),
     "no-restarts": Variant(restarts=False),
-    "optuna-start": Variant(optuna="all", restarts=False, start_at_ones=True),
-    "lognormal-ls": Variant(lognormal=True),
+    "optuna-start": Variant(
+        prior=functools.partial(OptunaStylePrior, all_priors=True, start_at_ones=True), restarts=False
+    ),
+    "lognormal-ls": Variant(prior=LogNormalLengthscalePrior),
     "roulette": Variant(strategy={"start_selection": "roulette"}),
     "roulette-10": Variant(strategy={"start_selection": "roulette", "num_starts": 10}),
     "roulette-sobol": Variant(strategy={"start_selection": "roulette", "num_starts": 10}, local_candidates=False),
@@ -173,12 +187,8 @@ def run_variant(name: str, fn: str, seeds: int) -> list[list[float]]:
             kwargs["num_gp_restarts"] = 0
         kwargs.update(variant.strategy)
         original_init(self, *args, **kwargs)
-        if variant.optuna:
-            self.gp_prior = OptunaStylePrior(categorical_columns=self.gp_prior.categorical_columns,
-                                             all_priors=variant.optuna == "all",
-                                             start_at_ones=variant.start_at_ones)  # fmt: skip
-        if variant.lognormal:
-            self.gp_prior = LogNormalLengthscalePrior(categorical_columns=self.gp_prior.categorical_columns)
+        if variant.prior is not None:
+            self.gp_prior = variant.prior(categorical_columns=self.gp_prior.categorical_columns)
         self.gp_prior = dataclasses.replace(self.gp_prior, **variant.changes)
 
     GPStrategy.__init__ = init  # type: ignore[method-assign]

@@ -122,6 +122,10 @@ def test_errors():
         Conv4(padding=(0, 1))
     with pytest.raises(ValueError, match=r"padding=1.0"):
         Conv4(padding=1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="activation='swish'"):
+        MLP(1, [4], 1, activation="swish")
+    with pytest.raises(ValueError, match="exactly 4 block widths"):
+        ResNet12(channels=(8, 8))
 
 
 @pytest.mark.parametrize(("padding", "pool_blocks", "smallest"), [(1, 4, 16), ((0, 0, 1, 1), 2, 10), (0, 4, 46)])
@@ -130,7 +134,3 @@ def test_conv4_names_the_smallest_input_it_takes(padding, pool_blocks, smallest)
     assert model(torch.rand(2, 1, smallest, smallest)).shape[0] == 2  # the smallest size runs
     with pytest.raises(ValueError, match=f"H, W >= {smallest} "):  # one pixel less is refused, before torch fails
         model(torch.rand(1, 1, smallest - 1, smallest - 1))
-    with pytest.raises(ValueError, match="activation='swish'"):
-        MLP(1, [4], 1, activation="swish")
-    with pytest.raises(ValueError, match="exactly 4 block widths"):
-        ResNet12(channels=(8, 8))

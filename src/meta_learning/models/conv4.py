@@ -75,23 +75,23 @@ class Conv4(nn.Module):
         pool_blocks = num_blocks if pool_blocks is None else check_non_negative_int("pool_blocks", pool_blocks)
         if pool_blocks > num_blocks:
             raise ValueError(f"pool_blocks={pool_blocks} but num_blocks={num_blocks}; it must be <= num_blocks")
-        pads: list[object] = []  # anything but 0/1 or a sequence of them is refused below
+        pads: list[int] | None = None  # anything but 0/1 or a sequence of them is refused below
         if isinstance(padding, int):
             pads = [padding] * num_blocks
         elif isinstance(padding, Sequence) and not isinstance(padding, str):
             pads = list(padding)
-        if len(pads) != num_blocks or any(type(q) is not int or q not in (0, 1) for q in pads):
+        if pads is None or len(pads) != num_blocks or any(type(q) is not int or q not in (0, 1) for q in pads):
             raise ValueError(
                 f"padding={padding!r}: it must be 0 or 1, or a sequence of {num_blocks} such values (one per block)"
             )
         channels: Sequence[int] = [in_channels] + [hidden_channels] * num_blocks
         self.features = nn.Sequential(
             *[
-                conv_block(channels[i], channels[i + 1], pool=i < pool_blocks, padding=cast(int, pads[i]))
+                conv_block(channels[i], channels[i + 1], pool=i < pool_blocks, padding=pads[i])
                 for i in range(num_blocks)
             ]
         )
-        self.min_input_size = _min_input_size(cast(list[int], pads), pool_blocks)
+        self.min_input_size = _min_input_size(pads, pool_blocks)
         self.flatten = flatten
         self.pool_blocks = pool_blocks
         self.head: nn.Linear | None = None

@@ -357,12 +357,13 @@ def maximize_acquisition(
     cand = _candidates(space, num_candidates, inc.to(F64), generator)
     values = _evaluate(acq, cand)
     values = torch.nan_to_num(values, nan=-math.inf)
+    incumbent_start = start_selection == "roulette" and inc.shape[0] > 0 and num_starts > 1
     if start_selection == "top":
         chosen = torch.argsort(values, descending=True)[: min(num_starts, cand.shape[0])]
     else:
-        chosen = _roulette(values, num_starts - (1 if inc.shape[0] else 0), generator)
+        chosen = _roulette(values, num_starts - int(incumbent_start), generator)
     starts, start_vals = cand[chosen].clone(), values[chosen].clone()
-    if start_selection == "roulette" and inc.shape[0] and num_starts > 1:
+    if incumbent_start:
         best_inc = space.snap(inc[:1].to(F64))
         starts = torch.cat([starts, best_inc])
         start_vals = torch.cat([start_vals, torch.nan_to_num(_evaluate(acq, best_inc), nan=-math.inf)])
