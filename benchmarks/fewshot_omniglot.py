@@ -91,6 +91,9 @@ def throughput(cfg_name: str, root: str | None, steps: int = 10) -> dict[str, fl
 def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
     """Training episodes/s of a throwaway copy of the learner (to size a cosine schedule to the time budget)."""
     learner = build_learner(cfg)
+    if cfg.train.channels_last:  # the step the run will time: same memory format and precision as training
+        learner = learner.to(memory_format=torch.channels_last)
+    bf16 = cfg.train.precision == "bf16"
     d = cfg.data
     sampler = EpisodeSampler(Omniglot(root=root, split=d.train_split), d.train_way, d.train_shot, d.train_query, seed=9)
     opt = torch.optim.Adam(learner.parameters(), 1e-3)
@@ -98,7 +101,9 @@ def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
         if i == 3:
             t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        learner.training_step(sampler.sample()).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = learner.training_step(sampler.sample()).loss
+        loss.backward()
         opt.step()
     return steps / (time.perf_counter() - t)
 
