@@ -111,6 +111,7 @@ def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
 def train_and_evaluate(
     learner: str, shot: int, minutes: float, root: str | None, out_dir: Path, schedule: str = "step",
     train_split: str = "train", precision: str = "fp32", channels_last: bool = False, resume: bool = False,
+    seed: int | None = None,
 ) -> dict:  # fmt: skip
     """Train under the time budget and evaluate at 5- and 20-way.
 
@@ -119,6 +120,7 @@ def train_and_evaluate(
     (the papers' final protocol) the validation characters are part of training, so validation cannot select a
     checkpoint: the final weights are evaluated. ``precision="bf16"`` trains with bfloat16 autocast and
     ``channels_last`` stores the convolution weights channels-last (evaluation runs in float32 either way).
+    ``seed`` replaces the config's training seed (initialisation and episode order; the test episodes stay fixed).
     The run folder is ``out_dir/runs/<config name>``: one holding a checkpoint is continued with ``resume=True``
     and refused otherwise (continuing an earlier run after a code change would evaluate that run's weights).
     """
@@ -127,6 +129,7 @@ def train_and_evaluate(
     cfg = replace(
         cfg,
         data=replace(cfg.data, root=root, download=False, train_split=train_split),
+        seed=cfg.seed if seed is None else seed,
         train=replace(cfg.train, precision=precision, channels_last=channels_last),
     )
     num_episodes = 10**6
@@ -143,6 +146,7 @@ def train_and_evaluate(
     )
     suffix = "" if (schedule, train_split) == ("step", "train") else f"_{train_split}_{schedule}"
     suffix += "" if (precision, channels_last) == ("fp32", False) else f"_{precision}{'_cl' if channels_last else ''}"
+    suffix += "" if seed is None else f"_seed{seed}"
     run = out_dir / "runs" / (name + suffix)
     if (run / "checkpoints" / "last.pt").exists() and not resume:
         raise SystemExit(f"{run} holds an earlier run's checkpoint: pass --resume to continue it, or remove the folder")
@@ -173,6 +177,7 @@ def train_and_evaluate(
         "evaluated_checkpoint": weights,
         "run_dir": str(run),
         "resumed": resume,
+        "seed": cfg.seed,
     }
 
 
@@ -190,6 +195,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision")
     parser.add_argument("--channels-last", action="store_true", help="channels-last convolution weights")
     parser.add_argument("--resume", action="store_true", help="continue the runs in the output folder's runs/")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
@@ -214,7 +220,7 @@ def main() -> None:
             for shot in args.shots:
                 res = train_and_evaluate(
                     learner, shot, args.minutes, args.root, out.parent, args.schedule, args.train_split,
-                    args.precision, args.channels_last, args.resume,
+                    args.precision, args.channels_last, args.resume, args.seed,
                 )  # fmt: skip
                 report["runs"].append(res)
                 atomic_write_json(out, report)
