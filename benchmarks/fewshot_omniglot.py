@@ -38,21 +38,38 @@ PAPER = {
 }
 
 
-def throughput(cfg_name: str, root: str | None, steps: int = 10) -> dict[str, float]:
+def _training_step(cfg, root: str | None, seed: int):
+    """A fresh learner, a sampler of its training episodes, and one training step as the run makes it: the
+    config's precision (bf16 autocast) and memory format (channels-last), then Adam."""
+    torch.manual_seed(seed)
+    learner = build_learner(cfg)
+    if cfg.train.channels_last:
+        learner = learner.to(memory_format=torch.channels_last)
+    bf16 = cfg.train.precision == "bf16"
+    d = cfg.data
+    sampler = EpisodeSampler(
+        Omniglot(root=root, split=d.train_split), d.train_way, d.train_shot, d.train_query, seed=seed
+    )
+    opt = torch.optim.Adam(learner.parameters(), 1e-3)
+
+    def step(ep) -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = learner.training_step(ep).loss
+        loss.backward()
+        opt.step()
+
+    return sampler, step
+
+
+def throughput(
+    cfg_name: str, root: str | None, steps: int = 10, precision: str = "fp32", channels_last: bool = False
+) -> dict[str, float]:
     """Training episodes/s and achieved GFLOP/s of the learner's forward+backward on its training episodes."""
     cfg = load_config(resolve_config_path(cfg_name))
-    torch.manual_seed(0)
-    learner = build_learner(cfg)
-    d = cfg.data
-    sampler = EpisodeSampler(Omniglot(root=root, split="train"), d.train_way, d.train_shot, d.train_query, seed=0)
-    opt = torch.optim.Adam(learner.parameters(), 1e-3)
+    cfg = replace(cfg, train=replace(cfg.train, precision=precision, channels_last=channels_last))
+    sampler, step = _training_step(cfg, root, seed=0)
     episodes = [sampler.sample() for _ in range(steps + 3)]
-
-    def step(ep):
-        opt.zero_grad(set_to_none=True)
-        out = learner.training_step(ep)
-        out.loss.backward()
-        opt.step()
 
     with FlopCounterMode(display=False) as counter:
         step(episodes[0])
@@ -77,7 +94,7 @@ def throughput(cfg_name: str, root: str | None, steps: int = 10) -> dict[str, fl
         for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
     ]
     return {
-        "images_per_episode": d.train_way * (d.train_shot + d.train_query),
+        "images_per_episode": cfg.data.train_way * (cfg.data.train_shot + cfg.data.train_query),
         "episode_s": dt,
         "episodes_per_s": 1 / dt,
         "gflop_per_episode": flops / 1e9,
@@ -90,21 +107,11 @@ def throughput(cfg_name: str, root: str | None, steps: int = 10) -> dict[str, fl
 
 def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
     """Training episodes/s of a throwaway copy of the learner (to size a cosine schedule to the time budget)."""
-    learner = build_learner(cfg)
-    if cfg.train.channels_last:  # the step the run will time: same memory format and precision as training
-        learner = learner.to(memory_format=torch.channels_last)
-    bf16 = cfg.train.precision == "bf16"
-    d = cfg.data
-    sampler = EpisodeSampler(Omniglot(root=root, split=d.train_split), d.train_way, d.train_shot, d.train_query, seed=9)
-    opt = torch.optim.Adam(learner.parameters(), 1e-3)
+    sampler, step = _training_step(cfg, root, seed=9)
     for i in range(steps + 3):
         if i == 3:
             t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = learner.training_step(sampler.sample()).loss
-        loss.backward()
-        opt.step()
+        step(sampler.sample())
     return steps / (time.perf_counter() - t)
 
 
@@ -192,7 +199,7 @@ def main() -> None:
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput/profile section")
     parser.add_argument("--schedule", choices=["step", "cosine"], default="step", help="LR schedule (see docs)")
     parser.add_argument("--train-split", choices=["train", "trainval"], default="train")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="train + throughput dtype")
     parser.add_argument("--channels-last", action="store_true", help="channels-last convolution weights")
     parser.add_argument("--resume", action="store_true", help="continue the runs in the output folder's runs/")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
@@ -204,7 +211,12 @@ def main() -> None:
     names = (
         () if args.no_throughput else ("protonet_omniglot_5w1s", "protonet_omniglot_5w5s", "relationnet_omniglot_5w1s")
     )
-    report["throughput"] = {name: throughput(name, args.root) for name in names}
+    report["throughput"] = {
+        name: throughput(name, args.root, precision=args.precision, channels_last=args.channels_last) for name in names
+    }
+    report["throughput_precision"] = {"precision": args.precision, "channels_last": args.channels_last}
+    if names and (args.precision, args.channels_last) != ("fp32", False):
+        print(f"training steps below: {args.precision}{' + channels-last' if args.channels_last else ''}")
     for name, tp in report["throughput"].items():
         print(
             f"{name:<28} {tp['episodes_per_s']:6.2f} episodes/s  {tp['images_per_episode']:4d} img/episode  "
