@@ -48,9 +48,10 @@ def git_commit() -> str | None:
 COMMIT_AT_START = git_commit()
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Best-of-``repeats`` fp32 ``n x n`` matmul rate in GFLOP/s (the machine's practical compute ceiling)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-``repeats`` ``n x n`` matmul rate in GFLOP/s for ``dtype`` (the machine's practical compute ceiling
+    at that precision; float32 by default)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best = float("inf")
