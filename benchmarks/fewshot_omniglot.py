@@ -27,10 +27,18 @@ from _machine import machine_info, matmul_peak_gflops
 
 from meta_learning._io import atomic_write_json
 from meta_learning.config import load_config
-from meta_learning.data.omniglot import Omniglot
 from meta_learning.data.sampler import EpisodeSampler
-from meta_learning.experiment import build_learner, evaluate_learner, resolve_config_path, train_experiment
+from meta_learning.experiment import (
+    build_dataset,
+    build_learner,
+    evaluate_learner,
+    prepare_learner,
+    resolve_config_path,
+    train_experiment,
+    training_autocast,
+)
 from meta_learning.training.checkpoint import load_model_weights
+from meta_learning.training.loop import fit
 
 PAPER = {
     "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9},
@@ -38,55 +46,42 @@ PAPER = {
 }
 
 
-def _training_step(cfg, root: str | None, seed: int):
-    """A fresh learner, a sampler of its training episodes, and one training step as the run makes it: the
-    config's precision (bf16 autocast) and memory format (channels-last), then Adam."""
+def _training_setup(cfg, root: str | None, seed: int):
+    """The learner as a run trains it (:func:`prepare_learner`) and a sampler of its training episodes."""
     torch.manual_seed(seed)
-    learner = build_learner(cfg)
-    if cfg.train.channels_last:
-        learner = learner.to(memory_format=torch.channels_last)
-    bf16 = cfg.train.precision == "bf16"
     d = cfg.data
-    sampler = EpisodeSampler(
-        Omniglot(root=root, split=d.train_split), d.train_way, d.train_shot, d.train_query, seed=seed
-    )
-    opt = torch.optim.Adam(learner.parameters(), 1e-3)
+    data = build_dataset(replace(d, root=root, download=False), d.train_split)
+    return prepare_learner(cfg, "cpu"), EpisodeSampler(data, d.train_way, d.train_shot, d.train_query, seed=seed)
 
-    def step(ep) -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = learner.training_step(ep).loss
-        loss.backward()
-        opt.step()
 
-    return sampler, step
+def _fit_seconds(learner, cfg, episodes, steps: int) -> float:
+    """Wall time of ``steps`` steps of the library's training loop (``fit``: Adam at the config's rate, under
+    the config's precision) on ``episodes`` (a sampler or a list)."""
+    t = time.perf_counter()
+    fit(learner, episodes, num_episodes=steps, lr=cfg.train.lr, autocast=training_autocast(cfg), progress=False)
+    return time.perf_counter() - t
 
 
 def throughput(
     cfg_name: str, root: str | None, steps: int = 10, precision: str = "fp32", channels_last: bool = False
 ) -> dict[str, float]:
-    """Training episodes/s and achieved GFLOP/s of the learner's forward+backward on its training episodes."""
+    """Training episodes/s and achieved GFLOP/s of the learner's training step (forward, backward, Adam)."""
     cfg = load_config(resolve_config_path(cfg_name))
     cfg = replace(cfg, train=replace(cfg.train, precision=precision, channels_last=channels_last))
-    sampler, step = _training_step(cfg, root, seed=0)
+    learner, sampler = _training_setup(cfg, root, seed=0)
     episodes = [sampler.sample() for _ in range(steps + 3)]
 
     with FlopCounterMode(display=False) as counter:
-        step(episodes[0])
+        _fit_seconds(learner, cfg, episodes[:1], 1)
     flops = counter.get_total_flops()
-    for ep in episodes[1:3]:
-        step(ep)
-    t = time.perf_counter()
-    for ep in episodes[3:]:
-        step(ep)
-    dt = (time.perf_counter() - t) / steps
+    _fit_seconds(learner, cfg, episodes[1:3], 2)
+    dt = _fit_seconds(learner, cfg, episodes[3:], steps) / steps
     t = time.perf_counter()
     for _ in range(steps):
         sampler.sample()
     sample_dt = (time.perf_counter() - t) / steps
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        for ep in episodes[:3]:
-            step(ep)
+        _fit_seconds(learner, cfg, episodes[:3], 3)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
     top = [
@@ -102,17 +97,16 @@ def throughput(
         "sampling_ms_per_episode": 1e3 * sample_dt,
         "profile_top_ops": top,
         "profile_table": table,
+        "precision": precision,
+        "channels_last": channels_last,
     }
 
 
 def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
     """Training episodes/s of a throwaway copy of the learner (to size a cosine schedule to the time budget)."""
-    sampler, step = _training_step(cfg, root, seed=9)
-    for i in range(steps + 3):
-        if i == 3:
-            t = time.perf_counter()
-        step(sampler.sample())
-    return steps / (time.perf_counter() - t)
+    learner, sampler = _training_setup(cfg, root, seed=9)
+    _fit_seconds(learner, cfg, sampler, 3)  # warm-up
+    return steps / _fit_seconds(learner, cfg, sampler, steps)
 
 
 def train_and_evaluate(
@@ -219,7 +213,6 @@ def main() -> None:
     report["throughput"] = {
         name: throughput(name, args.root, precision=args.precision, channels_last=args.channels_last) for name in names
     }
-    report["throughput_precision"] = {"precision": args.precision, "channels_last": args.channels_last}
     if names and (args.precision, args.channels_last) != ("fp32", False):
         print(f"training steps below: {args.precision}{' + channels-last' if args.channels_last else ''}")
     for name, tp in report["throughput"].items():

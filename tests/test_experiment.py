@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from meta_learning import Conv4, PrototypicalNetwork, RelationNetwork, ResNet12
-from meta_learning.config import ExperimentConfig, LearnerConfig, ModelConfig, from_dict
-from meta_learning.experiment import build_learner, resolve_config_path, shipped_configs
+from meta_learning.config import ExperimentConfig, LearnerConfig, ModelConfig, TrainConfig, from_dict
+from meta_learning.experiment import (
+    build_learner,
+    prepare_learner,
+    resolve_config_path,
+    shipped_configs,
+    training_autocast,
+)
 
 
 def test_build_learner_follows_the_config():
@@ -19,6 +25,17 @@ def test_build_learner_follows_the_config():
     assert isinstance(rn, RelationNetwork) and rn.relation.fc[0].out_features == 4
     with pytest.raises(ValueError, match="model.backbone='mlp' does not take images"):
         build_learner(ExperimentConfig(model=ModelConfig(backbone="mlp")))
+
+
+def test_prepare_learner_and_autocast_follow_the_train_section():
+    plain = ExperimentConfig()
+    fast = ExperimentConfig(train=TrainConfig(precision="bf16", channels_last=True))
+    # the last convolution (64 -> 64: with one input channel both layouts coincide)
+    conv = [m for m in prepare_learner(fast).modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    conv = [m for m in prepare_learner(plain).modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert conv.weight.is_contiguous()
+    assert training_autocast(fast) is torch.bfloat16 and training_autocast(plain) is None
 
 
 def test_shipped_configs_resolve_and_build():

@@ -80,6 +80,20 @@ MAML_FAMILY = ("maml", "anil", "metasgd")
 RESNET12_FIRST_WIDTH = 64  # ResNet12's default widths (64, 160, 320, 640); model.hidden_channels must say 64
 
 
+def prepare_learner(cfg: ExperimentConfig, device: torch.device | str | None = None) -> Any:
+    """:func:`build_learner` as training runs it: on ``device`` (default ``cfg.train.device``) and, with
+    ``train.channels_last``, with channels-last weights."""
+    learner = build_learner(cfg).to(torch.device(cfg.train.device if device is None else device))
+    if cfg.train.channels_last:
+        learner = learner.to(memory_format=torch.channels_last)
+    return learner
+
+
+def training_autocast(cfg: ExperimentConfig) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype that ``train.precision`` asks for (None: float32, no autocast)."""
+    return torch.bfloat16 if cfg.train.precision == "bf16" else None
+
+
 def build_learner(cfg: ExperimentConfig) -> Any:
     """The learner and backbone described by ``cfg.learner`` / ``cfg.model`` (and ``cfg.maml`` for MAML)."""
     m, lc = cfg.model, cfg.learner
@@ -177,9 +191,7 @@ def train_experiment(
     device = torch.device(cfg.train.device)
     reset_peak_memory(device)
     d, t = cfg.data, cfg.train
-    learner = build_learner(cfg).to(device)
-    if t.channels_last:
-        learner = learner.to(memory_format=torch.channels_last)
+    learner = prepare_learner(cfg, device)
     train_set = build_dataset(d, d.train_split)
     val_set = build_dataset(d, d.val_split)
     sampler = EpisodeSampler(train_set, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
@@ -190,7 +202,7 @@ def train_experiment(
         "lr_decay_every": t.lr_decay_every,
         "lr_decay": t.lr_decay,
         "lr_schedule": t.lr_schedule,
-        "autocast": torch.bfloat16 if t.precision == "bf16" else None,
+        "autocast": training_autocast(cfg),
         "eval_every": t.eval_every,
         "patience": t.patience,
         "max_time_s": t.max_time_s,
