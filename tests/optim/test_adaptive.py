@@ -182,6 +182,61 @@ def test_trend_schedule_cuts_on_plateau_and_divergence():
     assert opt.param_groups[0]["trend_scale"] == pytest.approx(0.05)
 
 
+class _Bag(nn.Module):
+    """A tiny text model: an embedding table (row-sparse gradients) under dense layers."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = nn.Embedding(30, 4, dtype=F64)
+        self.head = nn.Sequential(nn.Linear(4, 6, dtype=F64), nn.Tanh(), nn.Linear(6, 2, dtype=F64))
+
+    def forward(self, tokens):
+        return self.head(self.embed(tokens).mean(1))
+
+
+def bag_batches(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randint(0, 30, (8, 5), generator=g), torch.randn(8, 2, generator=g, dtype=F64)) for _ in range(n)]
+
+
+def test_a_models_embedding_tables_get_their_own_group_and_rate():
+    net = _Bag()
+    opt = AdaptiveOptimizer(net, "adam", lr=0.01)
+    assert [len(g["params"]) for g in opt.param_groups] == [4, 1]
+    assert opt.param_groups[1]["params"][0] is net.embed.weight
+    # each group's hypergradient is -α_g g_t · d_{t-1} over that group's parameters only
+    data = bag_batches(3)
+    for step, (x, y) in enumerate(data):
+        opt.zero_grad()
+        nn.functional.mse_loss(net(x), y).backward()
+        if step == len(data) - 1:
+            alphas = opt.effective_lrs()
+            dots = [sum(float((p.grad * opt.state[p]["prev_direction"]).sum()) for p in g["params"])
+                    for g in opt.param_groups]  # fmt: skip
+        opt.step()
+    for gi in range(2):
+        assert opt.last_hypergradients[gi] == pytest.approx(-alphas[gi] * dots[gi], rel=1e-9)
+    assert opt.param_groups[0]["log_lr_scale"] != opt.param_groups[1]["log_lr_scale"]
+    # the split changes nothing when adaptation is off: still exactly Adam on the whole model
+    a, b = _Bag(), _Bag()
+    ours = AdaptiveOptimizer(a, "adam", meta_learning_enabled=False, lr=0.01)
+    ref = torch.optim.Adam(b.parameters(), lr=0.01)
+    for x, y in bag_batches():
+        for m, o in ((a, ours), (b, ref)):
+            o.zero_grad()
+            nn.functional.mse_loss(m(x), y).backward()
+            o.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.allclose(pa, pb, rtol=1e-10, atol=1e-12)
+    # opting out, or giving parameters instead of the module: one group
+    assert len(AdaptiveOptimizer(_Bag(), separate_embeddings=False).param_groups) == 1
+    assert len(AdaptiveOptimizer(_Bag().parameters()).param_groups) == 1
+    assert len(AdaptiveOptimizer(model()).param_groups) == 1  # no embedding: unchanged
+    with pytest.raises(TypeError, match="separate_embeddings='yes'"):
+        AdaptiveOptimizer(_Bag(), separate_embeddings="yes")
+
+
 def test_errors():
     with pytest.raises(ValueError, match="base_optimizer='rmsprop' is not supported"):
         AdaptiveOptimizer(model(), "rmsprop")

@@ -17,6 +17,13 @@ Notation (per parameter group; ``t`` the step):
   ``ℓ_t = clip(ℓ_{t-1} - β μ̂_t / (√ν̂_t + ε), log s_min, log s_max)``, ``β = hyper_lr`` — at most about ``β``
   per step, in the direction the hypergradient keeps pointing. The raw ``∂f/∂ℓ`` of the last step is kept in
   ``last_hypergradients``.
+- Groups: given an ``nn.Module`` (not parameters or groups), the parameters of its embedding tables
+  (``nn.Embedding``, ``nn.EmbeddingBag``) form a second group, so they get their own ``ℓ``
+  (``separate_embeddings=True``). One rate per group follows ``Σ g·d`` over the group, which the dense layers
+  dominate; an embedding table's rows get sparse, infrequent gradients and want a different step. Measured on the
+  SST-2 Transformer of ``benchmarks/adaptive_optim.py`` (3 seeds, 250 steps): the embedding group's rate rose
+  while the dense layers' fell, held-out loss 0.619 -> 0.523 (grid-tuned Adam 0.557); models without embeddings
+  are unaffected.
 - Trend: values given to :meth:`AdaptiveOptimizer.report` (e.g. a validation loss per epoch) go to a
   :class:`~meta_learning.optim.analyzer.LearningCurveAnalyzer`; on a plateau ``τ ← τ · plateau_factor`` and on
   divergence ``τ ← τ · divergence_factor``, each followed by ``cooldown`` reports without change.
@@ -47,6 +54,24 @@ from meta_learning.optim.analyzer import LearningCurveAnalyzer
 _DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2}
 
 
+def _module_groups(model: nn.Module, separate_embeddings: bool) -> list[dict[str, Any]]:
+    """A module's parameters as groups: everything else first, then (if any) its embedding tables."""
+    if not isinstance(separate_embeddings, bool):
+        raise TypeError(f"separate_embeddings={separate_embeddings!r} must be a bool")
+    embedding: list[Tensor] = []
+    if separate_embeddings:
+        seen: set[int] = set()
+        for module in model.modules():
+            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+                for p in module.parameters(recurse=False):
+                    if p.requires_grad and id(p) not in seen:
+                        seen.add(id(p))
+                        embedding.append(p)
+    ids = {id(p) for p in embedding}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": ps} for ps in (rest, embedding) if ps]
+
+
 class AdaptiveOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` with a hypergradient-learned, trend-aware learning rate per parameter group.
 
@@ -58,10 +83,12 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
         betas, eps: Adam's constants.
         weight_decay: L2 penalty (Adam, SGD) or decoupled decay (AdamW; default 0.01 there, else 0).
         momentum, nesterov: SGD's momentum (default 0.9).
-        hyper_lr: ``β``, the step on the log learning rate per unit cosine.
+        hyper_lr: ``β``, Adam's step size on the log learning rate ``ℓ`` (it moves by at most about ``β`` a step).
         scale_bounds: ``(s_min, s_max)``, the learned factor ``exp(ℓ)`` stays within them.
         plateau_factor, divergence_factor, cooldown: the trend schedule (see the module notes).
         analyzer: the analyzer of reported values (default ``LearningCurveAnalyzer(mode="min", window=10)``).
+        separate_embeddings: when ``model`` is an ``nn.Module``, put its embedding tables' parameters in a group of
+            their own (own learned rate; see the module notes). Ignored when parameters or groups are given.
     """
 
     def __init__(
@@ -82,9 +109,10 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
         divergence_factor: float = 0.1,
         cooldown: int = 2,
         analyzer: LearningCurveAnalyzer | None = None,
+        separate_embeddings: bool = True,
     ) -> None:
         self.base = check_choice("base_optimizer", base_optimizer, ("adam", "adamw", "sgd"))
-        params = model.parameters() if isinstance(model, nn.Module) else model
+        params = _module_groups(model, separate_embeddings) if isinstance(model, nn.Module) else model
         lr = _DEFAULT_LR[self.base] if lr is None else check_positive_float("lr", lr)
         if weight_decay is None:
             weight_decay = 0.01 if self.base == "adamw" else 0.0
