@@ -9,7 +9,7 @@ held-out loss; the goal is to be within 5% of grid-tuned Adam on every task.
 Usage:
     python benchmarks/adaptive_optim.py --fast                  # 40 steps, 2 tasks, 3-point grid
     python benchmarks/adaptive_optim.py                         # 250 steps, 5 tasks, 7-point grid, seed 0
-    python benchmarks/adaptive_optim.py --seeds 0 1 2           # more seeds
+    python benchmarks/adaptive_optim.py --seeds 0 1 2           # more seeds (--out: where the JSON goes)
     python benchmarks/adaptive_optim.py --worker peers --tasks mnist_mlp --steps 250 --seeds 0   # worker mode
 """
 
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--worker", default=None)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "adaptive_optim.json"))
     args = ap.parse_args()
     if args.worker:
         peers_worker(args)
@@ -117,7 +118,7 @@ def main() -> None:
               f"{row['prodigy']:>9.4f}{row['schedulefree_adamw']:>10.4f}{row['ratio']:>7.3f}")  # fmt: skip
     result = {"machine": machine_info(), "steps": args.steps, "seeds": args.seeds, "grid": grid,
               "peer_versions": versions, "summary": summary, "runs": runs}  # fmt: skip
-    out = REPO / "benchmarks" / "out" / "adaptive_optim.json"
+    out = Path(args.out)
     atomic_write_json(out, result)
     print(f"\nwrote {out}")
 

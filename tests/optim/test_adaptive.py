@@ -177,9 +177,12 @@ def test_trend_schedule_cuts_on_plateau_and_divergence():
     assert actions == [None] * 15  # improving
     actions = [opt.report(1 / 15) for _ in range(10)]  # ten reports without a better value
     assert actions == [None] * 9 + ["plateau"] and opt.param_groups[0]["trend_scale"] == 0.5
+    # the next plateau needs a whole window (10 reports) after the cut, not just the cooldown
+    actions = [opt.report(1 / 15) for _ in range(10)]
+    assert actions == [None] * 9 + ["plateau"] and opt.param_groups[0]["trend_scale"] == 0.25
     assert opt.report(float("nan")) is None  # cooldown
     assert opt.report(float("nan")) == "divergence"
-    assert opt.param_groups[0]["trend_scale"] == pytest.approx(0.05)
+    assert opt.param_groups[0]["trend_scale"] == pytest.approx(0.025)
 
 
 class _Bag(nn.Module):

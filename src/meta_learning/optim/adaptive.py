@@ -26,7 +26,10 @@ Notation (per parameter group; ``t`` the step):
   are unaffected.
 - Trend: values given to :meth:`AdaptiveOptimizer.report` (e.g. a validation loss per epoch) go to a
   :class:`~meta_learning.optim.analyzer.LearningCurveAnalyzer`; on a plateau ``τ ← τ · plateau_factor`` and on
-  divergence ``τ ← τ · divergence_factor``, each followed by ``cooldown`` reports without change.
+  divergence ``τ ← τ · divergence_factor``, each followed by ``cooldown`` reports without change. A plateau
+  needs a whole analyzer window of reports since the last cut (ReduceLROnPlateau restarts its count after a cut
+  too): judged right after the cooldown, the window would still hold the reports from before the cut, and a
+  noisy curve was halved every ``cooldown + 1`` reports (5 cuts in 250 steps on a sinusoid-MAML run).
 
 With ``meta_learning_enabled=False`` (and no reports) the optimiser is exactly the base optimiser, so it can be
 compared against ``torch.optim.Adam``/``AdamW``/``SGD``.
@@ -138,6 +141,7 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
         self.analyzer = analyzer or LearningCurveAnalyzer(mode="min", window=10)
         self.reported: list[float] = []
         self._cooldown_left = 0
+        self._last_action_at = 0  # len(reported) when the schedule last acted
         self.last_hypergradients: list[float | None] = [None] * len(self.param_groups)
 
     # ------------------------------------------------------------------------------------------------ learning rate
@@ -159,12 +163,15 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
         action = None
         if self.analyzer.is_diverging(self.reported):
             action, factor = "divergence", self.divergence_factor
-        elif self.analyzer.is_plateau(self.reported):
+        elif len(self.reported) - self._last_action_at >= self.analyzer.window and self.analyzer.is_plateau(
+            self.reported
+        ):  # a plateau is a whole window without a new best *since the last cut* (as ReduceLROnPlateau counts)
             action, factor = "plateau", self.plateau_factor
         if action is not None:
             for g in self.param_groups:
                 g["trend_scale"] *= factor
             self._cooldown_left = self.cooldown
+            self._last_action_at = len(self.reported)
         return action
 
     # ---------------------------------------------------------------------------------------------------- step
@@ -258,6 +265,7 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["adaptive"] = {"reported": list(self.reported), "cooldown_left": self._cooldown_left,
+                          "last_action_at": self._last_action_at,
                           "meta_learning_enabled": self.meta_learning_enabled}  # fmt: skip
         return sd
 
@@ -268,4 +276,5 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
         if extra is not None:
             self.reported = [float(v) for v in extra["reported"]]
             self._cooldown_left = int(extra["cooldown_left"])
+            self._last_action_at = int(extra.get("last_action_at", 0))
             self.meta_learning_enabled = bool(extra["meta_learning_enabled"])
