@@ -177,9 +177,14 @@ def test_trend_schedule_cuts_on_plateau_and_divergence():
     assert actions == [None] * 15  # improving
     actions = [opt.report(1 / 15) for _ in range(10)]  # ten reports without a better value
     assert actions == [None] * 9 + ["plateau"] and opt.param_groups[0]["trend_scale"] == 0.5
-    # the next plateau needs a whole window (10 reports) after the cut, not just the cooldown
-    actions = [opt.report(1 / 15) for _ in range(10)]
-    assert actions == [None] * 9 + ["plateau"] and opt.param_groups[0]["trend_scale"] == 0.25
+    # the next plateau needs a whole window (10 reports) after the cut, not just the cooldown; that count survives a
+    # state_dict round trip
+    actions = [opt.report(1 / 15) for _ in range(5)]
+    reloaded = AdaptiveOptimizer(model(), "adam", lr=0.01, cooldown=1)
+    reloaded.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for o in (opt, reloaded):
+        assert actions + [o.report(1 / 15) for _ in range(5)] == [None] * 9 + ["plateau"]
+        assert o.param_groups[0]["trend_scale"] == 0.25
     assert opt.report(float("nan")) is None  # cooldown
     assert opt.report(float("nan")) == "divergence"
     assert opt.param_groups[0]["trend_scale"] == pytest.approx(0.025)
