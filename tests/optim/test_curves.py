@@ -99,6 +99,18 @@ def test_trend_detection():
     assert a.is_diverging([1.0, 0.5, float("nan")])
     assert a.is_diverging([1.0, 0.8, 0.9, 1.1, 1.4, 2.0])
     assert not a.is_diverging(improving)
+    # a noisy curve is not diverging because its last reports happen to sit above its first (a sinusoid-MAML
+    # training loss, 10-step means); the same curve that then blows up is
+    noisy = [3.69, 4.06, 2.94, 5.12, 4.46]
+    assert not a.is_diverging(noisy)
+    assert a.is_diverging([*noisy, 9.0, 14.0, 20.0])
+    # flat curves with 20% noise: the old rule (last three vs the first value) raised a false alarm on 40 of 50
+    alarms = 0
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        flat_noise = (1.0 + 0.2 * torch.randn(200, generator=g, dtype=torch.float64)).tolist()
+        alarms += any(a.is_diverging(flat_noise[:n]) for n in range(5, 201))
+    assert alarms <= 2
     train = [1 / k for k in range(1, 21)]
     val = [0.5 + (k - 10) ** 2 / 200 for k in range(1, 21)]  # best at epoch 10, then rising
     assert a.is_overfitting(train, val)

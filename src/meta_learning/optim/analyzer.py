@@ -15,8 +15,14 @@ Notation: ``v [n]`` the observed values at steps ``x [n]`` (default ``1..n``), `
   the equal-weight floor).
 - Plateau (the relative-threshold rule of ``ReduceLROnPlateau``): the best of the last ``W`` values improves on
   the best before them by less than ``plateau_tol * |best before|``.
-- Divergence: a non-finite value, or the mean of the last three values is worse than the first value by more than
-  ``divergence_tol * |first|`` while the window's least-squares slope is worsening.
+- Divergence: a non-finite value, or progress lost: with ``a``, ``b`` the means of the first and of the last
+  ``k = min(3, ⌊n/2⌋)`` values, ``b`` is worse than ``a`` by more than ``divergence_tol * |a|`` and by more than
+  ``5 σ √(2/k)`` (five standard deviations of ``b - a`` under noise), while the window's least-squares slope is
+  worsening. ``σ = 1.4826 median|Δ²v| / √6``, the noise level read from second differences (blind to a linear
+  trend, robust to outliers). Without the noise margin, one noisy training-loss curve (MAML on sinusoids, ±20%
+  per report) was declared diverging at its fifth report and its rate cut tenfold; on 50 flat curves of 200
+  reports with 20% Gaussian noise the old rule raised a false alarm on 40, this one on 3 (3 σ: 8), and a curve
+  blowing up by 1.3x a report is flagged as before, once it is worse than its start.
 - Overfitting (train and validation curves): validation has worsened by more than ``overfit_tol * span`` from
   its best, its window slope is worsening, and training is still improving.
 - Early stopping (Domhan et al. 2015): stop when ``P(final value better than best) < threshold`` under the
@@ -71,6 +77,15 @@ def _as_curve(values: Sequence[float] | Tensor, steps: Sequence[float] | Tensor 
     if x.numel() > 1 and (x[1:] <= x[:-1]).any():
         raise ValueError("steps must be strictly increasing")
     return x, v
+
+
+def _noise_std(v: Tensor) -> float:
+    """Robust noise level of a curve: ``1.4826 median|Δ²v| / √6`` (second differences of i.i.d. noise have variance
+    ``6 σ²``; a linear trend has none)."""
+    if v.numel() < 3:
+        return 0.0
+    d2 = v[2:] - 2 * v[1:-1] + v[:-2]
+    return 1.4826 * float(d2.abs().median()) / math.sqrt(6.0)
 
 
 def _slope(v: Tensor) -> float:
@@ -219,14 +234,17 @@ class LearningCurveAnalyzer:
         return recent - before < self.plateau_tol * max(abs(before), 1e-12)
 
     def is_diverging(self, values: Sequence[float] | Tensor) -> bool:
-        """Non-finite values, or progress lost (recent mean worse than the start) while the trend worsens."""
+        """Non-finite values, or progress lost (recent mean worse than the start beyond the noise) while the trend
+        worsens."""
         _, v = _as_curve(values, None)
         if v.numel() and not torch.isfinite(v).all():
             return True
         if v.numel() < max(3, min(self.window, 5)):
             return False
-        first = float(v[0])
-        lost = self.sign * (first - float(v[-3:].mean())) > self.divergence_tol * max(abs(first), 1e-12)
+        k = min(3, v.numel() // 2)
+        start, recent = float(v[:k].mean()), float(v[-k:].mean())
+        worse = self.sign * (start - recent)
+        lost = worse > self.divergence_tol * max(abs(start), 1e-12) and worse > 5.0 * _noise_std(v) * math.sqrt(2 / k)
         window = v[-min(self.window, v.numel()) :]
         return lost and self.sign * _slope(window) < 0
 
