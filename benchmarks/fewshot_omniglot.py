@@ -38,7 +38,7 @@ from meta_learning.experiment import (
     training_autocast,
 )
 from meta_learning.training.checkpoint import load_model_weights
-from meta_learning.training.loop import fit
+from meta_learning.training.loop import autocast_dtype, fit
 
 PAPER = {
     "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9},
@@ -203,10 +203,11 @@ def main() -> None:
     report: dict = {"machine": machine_info(), "matmul_peak_gflops": matmul_peak_gflops()}
     print(f"matmul peak (2048^2 fp32): {report['matmul_peak_gflops']:.1f} GFLOP/s")
     peak, peak_name = report["matmul_peak_gflops"], "fp32"
-    if args.precision == "bf16" and not args.no_throughput:  # the step's convolutions run in bf16: their ceiling
-        peak = report["matmul_peak_gflops_bf16"] = matmul_peak_gflops(dtype=torch.bfloat16)
-        peak_name = "bf16"
-        print(f"matmul peak (2048^2 bf16): {peak:.1f} GFLOP/s")
+    amp_dtype = autocast_dtype(args.precision, "--precision")
+    if amp_dtype is not None and not args.no_throughput:  # the step's convolutions run in bf16: their ceiling
+        peak = report[f"matmul_peak_gflops_{args.precision}"] = matmul_peak_gflops(dtype=amp_dtype)
+        peak_name = args.precision
+        print(f"matmul peak (2048^2 {peak_name}): {peak:.1f} GFLOP/s")
     names = (
         () if args.no_throughput else ("protonet_omniglot_5w1s", "protonet_omniglot_5w5s", "relationnet_omniglot_5w1s")
     )

@@ -12,6 +12,7 @@ from meta_learning.experiment import (
     shipped_configs,
     training_autocast,
 )
+from meta_learning.training import autocast_dtype
 
 
 def test_build_learner_follows_the_config():
@@ -36,6 +37,8 @@ def test_prepare_learner_and_autocast_follow_the_train_section():
     conv = [m for m in prepare_learner(plain).modules() if isinstance(m, torch.nn.Conv2d)][-1]
     assert conv.weight.is_contiguous()
     assert training_autocast(fast) is torch.bfloat16 and training_autocast(plain) is None
+    with pytest.raises(ValueError, match="precision='fp16' is not supported; allowed: fp32, bf16"):
+        autocast_dtype("fp16")
 
 
 def test_shipped_configs_resolve_and_build():

@@ -33,7 +33,7 @@ from meta_learning.metrics import (
     transfer_accuracy,
 )
 from meta_learning.training.checkpoint import load_model_weights
-from meta_learning.training.loop import History, fit
+from meta_learning.training.loop import History, autocast_dtype, fit
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 
@@ -91,7 +91,7 @@ def prepare_learner(cfg: ExperimentConfig, device: torch.device | str | None = N
 
 def training_autocast(cfg: ExperimentConfig) -> torch.dtype | None:
     """The ``torch.autocast`` dtype that ``train.precision`` asks for (None: float32, no autocast)."""
-    return torch.bfloat16 if cfg.train.precision == "bf16" else None
+    return autocast_dtype(cfg.train.precision, "train.precision")
 
 
 def build_learner(cfg: ExperimentConfig) -> Any:

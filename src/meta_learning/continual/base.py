@@ -38,9 +38,9 @@ from torch import Tensor, nn
 from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
 from meta_learning.continual.models import TaskAwareModule
 from meta_learning.data.streams import Experience
+from meta_learning.training.loop import PRECISIONS, autocast_dtype
 
 OPTIMIZERS = ("adam", "sgd")
-PRECISIONS = ("fp32", "bf16")
 TaskIds = int | Tensor  # one task id for the whole batch, or ``[B]`` per-example task ids
 
 
@@ -504,7 +504,7 @@ class Strategy:
         order = torch.empty(0, dtype=torch.long)
         pos = 0
         device_type = x.device.type
-        bf16 = config.precision == "bf16"
+        amp_dtype = autocast_dtype(config.precision)
         for step in range(steps):
             if pos >= order.numel():
                 order, pos = torch.randperm(n, generator=self.generator).to(x.device), 0
@@ -513,7 +513,7 @@ class Strategy:
             xb, yb = x[idx], y[idx]
             tb = t[idx] if isinstance(t, Tensor) else t
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = self.training_loss(xb, yb, tb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss)} at step {step} of task {task_id}; lower lr")

@@ -61,18 +61,13 @@ def _module_groups(model: nn.Module, separate_embeddings: bool) -> list[dict[str
     """A module's parameters as groups: everything else first, then (if any) its embedding tables."""
     if not isinstance(separate_embeddings, bool):
         raise TypeError(f"separate_embeddings={separate_embeddings!r} must be a bool")
-    embedding: list[Tensor] = []
+    embedding: dict[int, Tensor] = {}  # by id: a table shared by two modules is counted once
     if separate_embeddings:
-        seen: set[int] = set()
         for module in model.modules():
             if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-                for p in module.parameters(recurse=False):
-                    if p.requires_grad and id(p) not in seen:
-                        seen.add(id(p))
-                        embedding.append(p)
-    ids = {id(p) for p in embedding}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    return [{"params": ps} for ps in (rest, embedding) if ps]
+                embedding.update((id(p), p) for p in module.parameters(recurse=False) if p.requires_grad)
+    rest = [p for p in model.parameters() if id(p) not in embedding]
+    return [{"params": ps} for ps in (rest, list(embedding.values())) if ps]
 
 
 class AdaptiveOptimizer(torch.optim.Optimizer):

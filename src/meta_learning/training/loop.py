@@ -109,6 +109,17 @@ def _device_type(module: nn.Module) -> str:
     return next((p.device.type for p in module.parameters()), "cpu")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast_dtype(precision: str, name: str = "precision") -> torch.dtype | None:
+    """The ``torch.autocast`` dtype of a ``precision`` setting: ``"bf16"`` -> ``torch.bfloat16``, ``"fp32"`` ->
+    None (no autocast). The one place the project maps its precision names to dtypes."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name}={precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
+    return torch.bfloat16 if precision == "bf16" else None
+
+
 def fit(
     learner: nn.Module,
     episodes: Any,
