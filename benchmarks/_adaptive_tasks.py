@@ -168,7 +168,8 @@ def sinusoid_maml(seed: int) -> Task:
     maml = MAML(net, lr_inner=0.01, num_inner_steps=1, meta_batch_size=4)
     tasks = Sinusoid(k_shot=10, n_query=10, seed=seed)
     batches = [[tasks.sample() for _ in range(4)] for _ in range(STEPS)]
-    val_tasks = [Sinusoid(k_shot=10, n_query=10, seed=seed + 1000).sample() for _ in range(50)]
+    # 50 distinct held-out tasks (a fresh Sinusoid per task with one seed would give the same task 50 times)
+    val_tasks = Sinusoid(k_shot=10, n_query=10).evaluation_episodes(50, seed=seed + 1000)
     t = Task()
     t.model = maml
     t.step = lambda i: maml.meta_loss(batches[i]).loss
