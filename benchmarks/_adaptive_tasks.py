@@ -57,6 +57,7 @@ class Task:
     model: nn.Module
     step: Callable[[int], torch.Tensor]
     evaluate: Callable[[], float]
+    held_out: Any = None  # what ``evaluate`` scores, where a test wants to look at it
 
 
 def mnist_mlp(seed: int) -> Task:
@@ -172,6 +173,7 @@ def sinusoid_maml(seed: int) -> Task:
     val_tasks = Sinusoid(k_shot=10, n_query=10).evaluation_episodes(50, seed=seed + 1000)
     t = Task()
     t.model = maml
+    t.held_out = val_tasks
     t.step = lambda i: maml.meta_loss(batches[i]).loss
     t.evaluate = lambda: float(maml.meta_loss(val_tasks).loss.detach())
     return t
