@@ -243,6 +243,11 @@ def test_a_models_embedding_tables_get_their_own_group_and_rate():
     assert len(AdaptiveOptimizer(model()).param_groups) == 1  # no embedding: unchanged
     with pytest.raises(TypeError, match="separate_embeddings='yes'"):
         AdaptiveOptimizer(_Bag(), separate_embeddings="yes")
+    # a state saved with one group (before the split, or opted out) names the way to load it
+    one_group = AdaptiveOptimizer(_Bag().parameters()).state_dict()
+    with pytest.raises(ValueError, match=r"1 parameter group\(s\), this optimiser 2.*separate_embeddings=False"):
+        AdaptiveOptimizer(_Bag()).load_state_dict(one_group)
+    AdaptiveOptimizer(_Bag(), separate_embeddings=False).load_state_dict(one_group)
 
 
 def test_errors():

@@ -267,6 +267,14 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         sd = dict(state_dict)
         extra = sd.pop("adaptive", None)
+        saved, ours = len(sd.get("param_groups", [])), len(self.param_groups)
+        if saved != ours:
+            raise ValueError(
+                f"the state dict has {saved} parameter group(s), this optimiser {ours}; an optimiser built from a "
+                "model puts its embedding tables in a group of their own (since separate_embeddings was added): "
+                "to load a state saved with one group, build it with separate_embeddings=False (or from "
+                "model.parameters())"
+            )
         super().load_state_dict(sd)
         if extra is not None:
             self.reported = [float(v) for v in extra["reported"]]
