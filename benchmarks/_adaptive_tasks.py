@@ -246,14 +246,15 @@ def run(task_name: str, make_optimizer: Callable[[nn.Module], Any], seed: int, s
     """Train ``steps`` steps; returns the held-out loss curve, the train-loss curve (mean per interval), time.
 
     Optimisers with ``train()``/``eval()`` (schedule-free) are switched around evaluations; optimisers with
-    ``report()`` (ours) get the mean training loss of each interval, as one would feed ReduceLROnPlateau.
+    ``report()`` (ours) get the mean training loss of each interval, as one would feed ReduceLROnPlateau; their
+    rate is recorded per interval: ``lr_curve`` the first group's, ``group_lr_curve`` every group's.
     """
     task = TASKS[task_name](seed)
     opt = make_optimizer(task.model)
     has_modes = hasattr(opt, "train") and hasattr(opt, "eval")
     if has_modes:
         opt.train()
-    val, train_curve, lr_curve, window = [], [], [], []
+    val, train_curve, lr_curve, group_lrs, window = [], [], [], [], []
     t0 = time.perf_counter()
     for i in range(steps):
         opt.zero_grad()
@@ -267,12 +268,13 @@ def run(task_name: str, make_optimizer: Callable[[nn.Module], Any], seed: int, s
             train_curve.append(mean)
             if hasattr(opt, "report"):
                 opt.report(mean)
-                lr_curve.append(opt.effective_lr())
+                lr_curve.append(opt.effective_lr())  # the first group (all but the embedding tables)
+                group_lrs.append(opt.effective_lrs())
             if has_modes:
                 opt.eval()
             v = task.evaluate()
             if has_modes:
                 opt.train()
             val.append(v if math.isfinite(v) else float("inf"))
-    return {"val_curve": val, "train_curve": train_curve, "lr_curve": lr_curve, "final_val": val[-1],
-            "final_train": train_curve[-1], "seconds": time.perf_counter() - t0}  # fmt: skip
+    return {"val_curve": val, "train_curve": train_curve, "lr_curve": lr_curve, "group_lr_curve": group_lrs,
+            "final_val": val[-1], "final_train": train_curve[-1], "seconds": time.perf_counter() - t0}  # fmt: skip

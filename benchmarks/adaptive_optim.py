@@ -110,7 +110,7 @@ def main() -> None:
         row = {"ours": mean("ours"), "adam_best": grid_means[best_lr], "adam_best_lr": best_lr,
                "adam_1e-3": grid_means.get(1e-3), "prodigy": mean("prodigy"),
                "schedulefree_adamw": mean("schedulefree_adamw"),
-               "ours_lr_final": [runs[f"{task}/{s}/ours"]["lr_curve"][-1] for s in args.seeds]}  # fmt: skip
+               "ours_lr_final": [runs[f"{task}/{s}/ours"]["group_lr_curve"][-1] for s in args.seeds]}  # fmt: skip
         row["ratio"] = row["ours"] / row["adam_best"]
         summary[task] = row
         a1 = row["adam_1e-3"] if row["adam_1e-3"] is not None else float("nan")
