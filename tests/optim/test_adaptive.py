@@ -248,6 +248,8 @@ def test_a_models_embedding_tables_get_their_own_group_and_rate():
     with pytest.raises(ValueError, match=r"1 parameter group\(s\), this optimiser 2.*separate_embeddings=False"):
         AdaptiveOptimizer(_Bag()).load_state_dict(one_group)
     AdaptiveOptimizer(_Bag(), separate_embeddings=False).load_state_dict(one_group)
+    with pytest.raises(ValueError, match=r"has 2 parameter group\(s\), this optimiser 1$"):  # no embedding hint
+        AdaptiveOptimizer(_Bag(), separate_embeddings=False).load_state_dict(AdaptiveOptimizer(_Bag()).state_dict())
 
 
 def test_errors():

@@ -269,12 +269,12 @@ class AdaptiveOptimizer(torch.optim.Optimizer):
         extra = sd.pop("adaptive", None)
         saved, ours = len(sd.get("param_groups", [])), len(self.param_groups)
         if saved != ours:
-            raise ValueError(
-                f"the state dict has {saved} parameter group(s), this optimiser {ours}; an optimiser built from a "
-                "model puts its embedding tables in a group of their own (since separate_embeddings was added): "
-                "to load a state saved with one group, build it with separate_embeddings=False (or from "
-                "model.parameters())"
-            )
+            hint = ""
+            if saved == ours - 1:  # the likely cause: a model's embedding tables, now a group of their own
+                hint = ("; an optimiser built from a model puts its embedding tables in a group of their own: to "
+                        "load a state saved without that group, build it with separate_embeddings=False (or from "
+                        "model.parameters())")  # fmt: skip
+            raise ValueError(f"the state dict has {saved} parameter group(s), this optimiser {ours}{hint}")
         super().load_state_dict(sd)
         if extra is not None:
             self.reported = [float(v) for v in extra["reported"]]
