@@ -247,14 +247,14 @@ def run(task_name: str, make_optimizer: Callable[[nn.Module], Any], seed: int, s
 
     Optimisers with ``train()``/``eval()`` (schedule-free) are switched around evaluations; optimisers with
     ``report()`` (ours) get the mean training loss of each interval, as one would feed ReduceLROnPlateau; their
-    rate is recorded per interval: ``lr_curve`` the first group's, ``group_lr_curve`` every group's.
+    rates are recorded per interval in ``group_lr_curve`` (one list per interval, a rate per parameter group).
     """
     task = TASKS[task_name](seed)
     opt = make_optimizer(task.model)
     has_modes = hasattr(opt, "train") and hasattr(opt, "eval")
     if has_modes:
         opt.train()
-    val, train_curve, lr_curve, group_lrs, window = [], [], [], [], []
+    val, train_curve, group_lrs, window = [], [], [], []
     t0 = time.perf_counter()
     for i in range(steps):
         opt.zero_grad()
@@ -268,7 +268,6 @@ def run(task_name: str, make_optimizer: Callable[[nn.Module], Any], seed: int, s
             train_curve.append(mean)
             if hasattr(opt, "report"):
                 opt.report(mean)
-                lr_curve.append(opt.effective_lr())  # the first group (all but the embedding tables)
                 group_lrs.append(opt.effective_lrs())
             if has_modes:
                 opt.eval()
@@ -276,5 +275,5 @@ def run(task_name: str, make_optimizer: Callable[[nn.Module], Any], seed: int, s
             if has_modes:
                 opt.train()
             val.append(v if math.isfinite(v) else float("inf"))
-    return {"val_curve": val, "train_curve": train_curve, "lr_curve": lr_curve, "group_lr_curve": group_lrs,
-            "final_val": val[-1], "final_train": train_curve[-1], "seconds": time.perf_counter() - t0}  # fmt: skip
+    return {"val_curve": val, "train_curve": train_curve, "group_lr_curve": group_lrs, "final_val": val[-1],
+            "final_train": train_curve[-1], "seconds": time.perf_counter() - t0}  # fmt: skip

@@ -38,7 +38,7 @@ from meta_learning.experiment import (
     training_autocast,
 )
 from meta_learning.training.checkpoint import load_model_weights
-from meta_learning.training.loop import autocast_dtype, fit
+from meta_learning.training.loop import PRECISIONS, autocast_dtype, fit
 
 PAPER = {
     "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9},
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput/profile section")
     parser.add_argument("--schedule", choices=["step", "cosine"], default="step", help="LR schedule (see docs)")
     parser.add_argument("--train-split", choices=["train", "trainval"], default="train")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="train + throughput dtype")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="train + throughput dtype")
     parser.add_argument("--channels-last", action="store_true", help="channels-last convolution weights")
     parser.add_argument("--resume", action="store_true", help="continue the runs in the output folder's runs/")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
