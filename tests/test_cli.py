@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -8,6 +9,7 @@ import yaml
 from meta_learning._io import safe_torch_load
 from meta_learning.cli import main
 from meta_learning.config import load_config
+from meta_learning.experiment import evaluate_learner, load_run
 
 
 @pytest.fixture
@@ -48,6 +50,12 @@ def test_train_then_evaluate_reproduces_the_reported_accuracy(real_env, tmp_path
     assert reported["mean"] == pytest.approx(acc["mean"]) and reported["n"] == 5
     assert main(["evaluate", str(run), "--way", "20", "--episodes", "3"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["way"] == 20
+    # --batch-norm episode: the learner's evaluate with each episode's BatchNorm statistics, on the same episodes
+    assert main(["evaluate", str(run), "--batch-norm", "episode"]) == 0
+    transductive = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cfg, learner = load_run(run, "best")
+    expected = evaluate_learner(replace(cfg, eval=replace(cfg.eval, batch_norm="episode")), learner)
+    assert transductive["mean"] == pytest.approx(expected.mean) and transductive["n"] == 5
 
 
 def test_resume_continues_a_run_folder(real_env, tmp_path, capsys):

@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=("best", "last"),
         help="which checkpoint to load (default: best.pt, or last.pt for a run without one; the choice is printed)",
     )
+    ev.add_argument(
+        "--batch-norm",
+        choices=("running", "episode"),
+        help="BatchNorm statistics at test time: training's running ones or each episode's (transductive, as "
+        "MAML's and RelationNet's reference code evaluates); default: the config's eval.batch_norm",
+    )
 
     rep = sub.add_parser("report", help="an HTML page (and PNGs) with curves and a comparison table of runs")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by `meta-learning train`")
@@ -108,6 +114,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, learner = load_run(args.run_dir, checkpoint)
     if args.episodes is not None:
         cfg = replace(cfg, eval=replace(cfg.eval, episodes=args.episodes))
+    if args.batch_norm is not None:
+        cfg = replace(cfg, eval=replace(cfg.eval, batch_norm=args.batch_norm))
     acc = evaluate_learner(cfg, learner, n_way=args.way, k_shot=args.shot)
     way = cfg.data.test_way if args.way is None else args.way
     shot = cfg.data.test_shot if args.shot is None else args.shot

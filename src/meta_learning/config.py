@@ -301,10 +301,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Final evaluation on ``episodes`` fixed test episodes drawn with ``seed``."""
+    """Final evaluation on ``episodes`` fixed test episodes drawn with ``seed``.
+
+    ``batch_norm``: how BatchNorm layers normalise at test time. ``running`` (ProtoNet's and RelationNet's default:
+    the statistics gathered in training, each query classified on its own) or ``episode`` (the statistics of each
+    test episode's images: transductive, as the reference code of MAML and Relation Networks evaluates). Unset: the
+    learner's convention; the MAML family always uses batch statistics, so ``running`` is an error there.
+    """
 
     episodes: int = 1000
     seed: int = 1
+    batch_norm: Literal["running", "episode"] | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -381,6 +388,11 @@ class ExperimentConfig:
         _check_fields(self)
         _checks.check_path_component("name", self.name)  # runs/<name>-<time>: a name must not escape runs/
         _checks.check_non_negative_int("seed", self.seed)
+        if self.eval.batch_norm == "running" and self.learner.name in ("maml", "anil", "metasgd"):
+            raise ValueError(
+                f"eval.batch_norm='running' with learner.name={self.learner.name!r}: the MAML family normalises with "
+                "batch statistics in the inner loop and at test time (no running statistics); use 'episode' or unset"
+            )
 
 
 # --- Files

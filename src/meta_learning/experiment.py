@@ -338,9 +338,9 @@ def _eval_inner_steps(cfg: ExperimentConfig, learner: Any) -> int:
 
 
 def _evaluate_on(cfg: ExperimentConfig, learner: Any, episodes: list[Any]) -> Accuracy:
-    if cfg.learner.name in MAML_FAMILY:
+    if cfg.learner.name in MAML_FAMILY:  # batch statistics always (ExperimentConfig refuses batch_norm='running')
         return learner.evaluate(episodes, num_steps=_eval_inner_steps(cfg, learner))
-    return learner.evaluate(episodes)
+    return learner.evaluate(episodes, batch_norm=cfg.eval.batch_norm or "running")
 
 
 CHECKPOINTS = ("best", "last")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from meta_learning._checks import check_tensors
+from meta_learning._checks import check_choice, check_tensors
 from meta_learning.data.episode import Episode
 from meta_learning.metrics import Accuracy, accuracy, accuracy_from_episodes
 from meta_learning.training.loop import History, StepOutput, fit
 
 _EPISODE_NAMES = ("support_x", "support_y", "query_x")
+BATCH_NORM_MODES = ("running", "episode")
 _SEED_NAMES = ("support_samples", "support_labels", "query_samples")
 
 
@@ -63,6 +65,27 @@ def embed_pair(encoder: Callable[[Tensor], Tensor], support_x: Tensor, query_x: 
             f"support_x/query_x with examples of shape {tuple(support_x.shape[1:])} and dtype {support_x.dtype} do "
             f"not fit the encoder: {err}"
         ) from err
+
+
+@contextmanager
+def episode_batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Within the block, every BatchNorm of ``module`` normalises with the statistics of the batch it is given,
+    whatever the module's mode, and neither reads nor updates its running statistics (restored on exit).
+
+    Evaluating a few-shot learner this way is *transductive*: a query's prediction depends on the other images of
+    its episode (Nichol et al. 2018 call it transductive batch normalisation). It is how the reference code of
+    MAML (Finn et al. 2017) and of Relation Networks (Sung et al. 2018, whose modules are never put in eval mode)
+    computes its test accuracy; Snell et al.'s ProtoNet code evaluates in eval mode (running statistics).
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    try:
+        for m in norms:  # training mode without tracking: batch statistics, running buffers passed as None
+            m.training, m.track_running_stats = True, False
+        yield
+    finally:
+        for m, (training, tracking) in zip(norms, saved, strict=True):
+            m.training, m.track_running_stats = training, tracking
 
 
 def _episode_parts(episode: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -124,18 +147,28 @@ class EpisodicLearner(nn.Module):
         return classes.to(logits.device), logits
 
     @torch.no_grad()
-    def evaluate(self, episodes: Iterable[Episode]) -> Accuracy:
-        """Mean query accuracy with 95% CI over ``episodes`` (eval mode, no gradients); every episode needs a query."""
+    def evaluate(self, episodes: Iterable[Episode], batch_norm: str = "running") -> Accuracy:
+        """Mean query accuracy with 95% CI over ``episodes`` (eval mode, no gradients); every episode needs a query.
+
+        ``batch_norm="running"`` (default, inductive: each query is classified on its own) normalises with the
+        running statistics gathered in training; ``"episode"`` with the statistics of each episode's images
+        (transductive, the protocol of MAML's and Relation Networks' reference code; see
+        :func:`episode_batch_statistics`). The running statistics are left unchanged either way.
+        """
+        check_choice("batch_norm", batch_norm, BATCH_NORM_MODES)
         was_training = self.training
         self.eval()
         try:
             device = next(self.parameters()).device
             accs = []
-            for i, ep in enumerate(episodes):
-                ep = ep.to(device)
-                if ep.query_y.numel() == 0:
-                    raise ValueError(f"episodes[{i}] has no query examples; accuracy needs at least one per episode")
-                accs.append(accuracy(self.predict(ep.support_x, ep.support_y, ep.query_x), ep.query_y))
+            with episode_batch_statistics(self) if batch_norm == "episode" else nullcontext():
+                for i, ep in enumerate(episodes):
+                    ep = ep.to(device)
+                    if ep.query_y.numel() == 0:
+                        raise ValueError(
+                            f"episodes[{i}] has no query examples; accuracy needs at least one per episode"
+                        )
+                    accs.append(accuracy(self.predict(ep.support_x, ep.support_y, ep.query_x), ep.query_y))
         finally:
             self.train(was_training)
         if not accs:
