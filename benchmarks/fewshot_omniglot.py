@@ -112,7 +112,7 @@ def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
 def train_and_evaluate(
     learner: str, shot: int, minutes: float, root: str | None, out_dir: Path, schedule: str = "step",
     train_split: str = "train", precision: str = "fp32", channels_last: bool = False, resume: bool = False,
-    seed: int | None = None,
+    seed: int | None = None, lr: float | None = None,
 ) -> dict:  # fmt: skip
     """Train under the time budget and evaluate at 5- and 20-way.
 
@@ -121,7 +121,8 @@ def train_and_evaluate(
     (the papers' final protocol) the validation characters are part of training, so validation cannot select a
     checkpoint: the final weights are evaluated. ``precision="bf16"`` trains with bfloat16 autocast and
     ``channels_last`` stores the convolution weights channels-last (evaluation runs in float32 either way).
-    ``seed`` replaces the config's training seed (initialisation and episode order; the test episodes stay fixed).
+    ``seed`` replaces the config's training seed (initialisation and episode order; the test episodes stay fixed);
+    ``lr`` replaces the config's Adam learning rate (the peak of the cosine schedule).
     The run folder is ``out_dir/runs/<config name>``: one holding a checkpoint is continued with ``resume=True``
     and refused otherwise (continuing an earlier run after a code change would evaluate that run's weights).
     """
@@ -131,7 +132,9 @@ def train_and_evaluate(
         cfg,
         data=replace(cfg.data, root=root, download=False, train_split=train_split),
         seed=cfg.seed if seed is None else seed,
-        train=replace(cfg.train, precision=precision, channels_last=channels_last),
+        train=replace(
+            cfg.train, precision=precision, channels_last=channels_last, lr=cfg.train.lr if lr is None else lr
+        ),
     )
     num_episodes = 10**6
     probe = None
@@ -147,6 +150,7 @@ def train_and_evaluate(
     )
     suffix = "" if (schedule, train_split) == ("step", "train") else f"_{train_split}_{schedule}"
     suffix += "" if (precision, channels_last) == ("fp32", False) else f"_{precision}{'_cl' if channels_last else ''}"
+    suffix += "" if lr is None else f"_lr{lr:g}"
     suffix += "" if seed is None else f"_seed{seed}"
     run = out_dir / "runs" / (name + suffix)
     if (run / "checkpoints" / "last.pt").exists() and not resume:
@@ -179,6 +183,7 @@ def train_and_evaluate(
         "run_dir": str(run),
         "resumed": resume,
         "seed": cfg.seed,
+        "lr": cfg.train.lr,
     }
 
 
@@ -197,6 +202,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels-last convolution weights")
     parser.add_argument("--resume", action="store_true", help="continue the runs in the output folder's runs/")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the config's)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
@@ -231,7 +237,7 @@ def main() -> None:
             for shot in args.shots:
                 res = train_and_evaluate(
                     learner, shot, args.minutes, args.root, out.parent, args.schedule, args.train_split,
-                    args.precision, args.channels_last, args.resume, args.seed,
+                    args.precision, args.channels_last, args.resume, args.seed, args.lr,
                 )  # fmt: skip
                 report["runs"].append(res)
                 atomic_write_json(out, report)
