@@ -113,7 +113,7 @@ def test_shipped_configs_load_and_round_trip(path, tmp_path):
         ),
         ({"ewc": {"Fisher_Scale": 2.0}}, "unknown key 'ewc.Fisher_Scale'; did you mean 'fisher_scale'?"),
         ({"lora": {"dropuot": 0.2}}, "unknown key 'lora.dropuot'; did you mean 'dropout'?"),
-        ({"eval": {"zzz": 1}}, "unknown key 'eval.zzz'; valid keys: episodes, seed"),
+        ({"eval": {"zzz": 1}}, "unknown key 'eval.zzz'; valid keys: batch_norm, episodes, seed"),
         ({"train": {" LR ": 0.1}}, "unknown key 'train. LR '; did you mean 'lr'?"),
     ],
 )

@@ -249,6 +249,9 @@ class ModelConfig:
         _checks.check_positive_int("hidden_channels", self.hidden_channels)
 
 
+MAML_FAMILY = ("maml", "anil", "metasgd")  # the learner names that read the ``maml`` section
+
+
 @dataclass(frozen=True)
 class LearnerConfig:
     """Few-shot learner and its own options (``relation_*`` apply to ``relationnet`` only; the MAML family reads
@@ -388,7 +391,7 @@ class ExperimentConfig:
         _check_fields(self)
         _checks.check_path_component("name", self.name)  # runs/<name>-<time>: a name must not escape runs/
         _checks.check_non_negative_int("seed", self.seed)
-        if self.eval.batch_norm == "running" and self.learner.name in ("maml", "anil", "metasgd"):
+        if self.eval.batch_norm == "running" and self.learner.name in MAML_FAMILY:
             raise ValueError(
                 f"eval.batch_norm='running' with learner.name={self.learner.name!r}: the MAML family normalises with "
                 "batch statistics in the inner loop and at test time (no running statistics); use 'episode' or unset"

@@ -19,7 +19,7 @@ from torch import nn
 
 from meta_learning._checks import check_choice, check_positive_int
 from meta_learning._io import atomic_write_json, data_root
-from meta_learning.config import DataConfig, ExperimentConfig, load_config, save_config, to_dict
+from meta_learning.config import MAML_FAMILY, DataConfig, ExperimentConfig, load_config, save_config, to_dict
 from meta_learning.data.sampler import EpisodeSampler
 from meta_learning.metrics import (
     Accuracy,
@@ -76,7 +76,6 @@ def build_dataset(data: DataConfig, split: str) -> Any:
     return ImageFolderFewShot(data_root(data.root) / split, image_size=data.image_size)
 
 
-MAML_FAMILY = ("maml", "anil", "metasgd")
 RESNET12_FIRST_WIDTH = 64  # ResNet12's default widths (64, 160, 320, 640); model.hidden_channels must say 64
 
 

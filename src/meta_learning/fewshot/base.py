@@ -73,7 +73,7 @@ def episode_batch_statistics(module: nn.Module) -> Iterator[None]:
     whatever the module's mode, and neither reads nor updates its running statistics (restored on exit).
 
     Evaluating a few-shot learner this way is *transductive*: a query's prediction depends on the other images of
-    its episode (Nichol et al. 2018 call it transductive batch normalisation). It is how the reference code of
+    its episode (the setting Nichol et al. 2018 call transductive). It is how the reference code of
     MAML (Finn et al. 2017) and of Relation Networks (Sung et al. 2018, whose modules are never put in eval mode)
     computes its test accuracy; Snell et al.'s ProtoNet code evaluates in eval mode (running statistics).
     """
