@@ -25,15 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info
+from fewshot_omniglot import _training_setup
 
 from meta_learning._io import atomic_write_json
 from meta_learning.config import load_config
-from meta_learning.data.sampler import EpisodeSampler
 from meta_learning.experiment import (
     build_dataset,
     evaluate_learner,
     evaluation_sampler,
-    prepare_learner,
     resolve_config_path,
     training_autocast,
 )
@@ -62,9 +61,7 @@ def main() -> None:
         train=replace(cfg.train, precision="bf16", channels_last=True, lr=args.lr),
     )
     d = cfg.data
-    torch.manual_seed(args.seed)
-    learner = prepare_learner(cfg, "cpu")
-    sampler = EpisodeSampler(build_dataset(d, args.split), d.train_way, d.train_shot, d.train_query, seed=args.seed)
+    learner, sampler = _training_setup(cfg, args.root, args.seed)  # as the full benchmark builds them
     t = time.perf_counter()
     fit(
         learner, sampler, num_episodes=args.steps, lr=args.lr, lr_schedule="cosine",

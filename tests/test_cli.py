@@ -10,6 +10,7 @@ from meta_learning._io import safe_torch_load
 from meta_learning.cli import main
 from meta_learning.config import load_config
 from meta_learning.experiment import evaluate_learner, load_run
+from meta_learning.fewshot import EpisodicLearner
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ TINY = [
 ]  # fmt: skip
 
 
-def test_train_then_evaluate_reproduces_the_reported_accuracy(real_env, tmp_path, capsys):
+def test_train_then_evaluate_reproduces_the_reported_accuracy(real_env, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert main(["train", "protonet_omniglot_5w1s", "--run-dir", str(run), *TINY]) == 0
     out = capsys.readouterr().out
@@ -51,7 +52,13 @@ def test_train_then_evaluate_reproduces_the_reported_accuracy(real_env, tmp_path
     assert main(["evaluate", str(run), "--way", "20", "--episodes", "3"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["way"] == 20
     # --batch-norm episode: the learner's evaluate with each episode's BatchNorm statistics, on the same episodes
+    modes = []  # what the learner's evaluate was asked for (the accuracies alone could agree by chance)
+    original = EpisodicLearner.evaluate
+    monkeypatch.setattr(
+        EpisodicLearner, "evaluate", lambda self, eps, **kw: modes.append(kw) or original(self, eps, **kw)
+    )
     assert main(["evaluate", str(run), "--batch-norm", "episode"]) == 0
+    assert modes == [{"batch_norm": "episode"}]
     transductive = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     cfg, learner = load_run(run, "best")
     expected = evaluate_learner(replace(cfg, eval=replace(cfg.eval, batch_norm="episode")), learner)
@@ -174,3 +181,12 @@ def test_evaluate_refuses_a_missing_explicit_checkpoint(tmp_path, capsys):
     save_config(ExperimentConfig(), tmp_path / "config.yaml")
     assert main(["evaluate", str(tmp_path), "--checkpoint", "best"]) == 2
     assert f"no checkpoint at {tmp_path / 'checkpoints' / 'best.pt'}" in capsys.readouterr().err
+
+
+def test_evaluate_batch_norm_choices_are_the_configs():
+    from meta_learning.cli import _parser
+    from meta_learning.config import BATCH_NORM_MODES
+
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    flag = next(a for a in sub.choices["evaluate"]._actions if a.dest == "batch_norm")
+    assert tuple(flag.choices) == BATCH_NORM_MODES

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--batch-norm",
-        choices=("running", "episode"),
+        choices=("running", "episode"),  # config.BATCH_NORM_MODES, spelled out: building the parser imports no torch
         help="BatchNorm statistics at test time: training's running ones or each episode's (transductive, as "
         "MAML's and RelationNet's reference code evaluates); default: the config's eval.batch_norm",
     )

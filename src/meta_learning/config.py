@@ -250,6 +250,8 @@ class ModelConfig:
 
 
 MAML_FAMILY = ("maml", "anil", "metasgd")  # the learner names that read the ``maml`` section
+BatchNormMode = Literal["running", "episode"]  # how few-shot learners' BatchNorm normalises at test time
+BATCH_NORM_MODES: tuple[str, ...] = get_args(BatchNormMode)
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,7 @@ class EvalConfig:
 
     episodes: int = 1000
     seed: int = 1
-    batch_norm: Literal["running", "episode"] | None = None
+    batch_norm: BatchNormMode | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)

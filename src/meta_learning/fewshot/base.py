@@ -10,12 +10,12 @@ import torch
 from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_tensors
+from meta_learning.config import BATCH_NORM_MODES
 from meta_learning.data.episode import Episode
 from meta_learning.metrics import Accuracy, accuracy, accuracy_from_episodes
 from meta_learning.training.loop import History, StepOutput, fit
 
 _EPISODE_NAMES = ("support_x", "support_y", "query_x")
-BATCH_NORM_MODES = ("running", "episode")
 _SEED_NAMES = ("support_samples", "support_labels", "query_samples")
 
 
