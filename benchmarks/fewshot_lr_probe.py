@@ -5,7 +5,8 @@ Usage:
     python benchmarks/fewshot_lr_probe.py --lr 3e-3 --steps 3000 --split trainval --score test --out ...
 
 Trains ProtoNet (the shipped ``protonet_omniglot_5w1s`` config: Conv4, 60-way 1-shot episodes with 5 queries)
-for ``--steps`` steps with Adam at ``--lr`` under a cosine decay to 0, bf16 autocast and channels-last weights,
+for ``--steps`` steps with Adam at ``--lr`` under a cosine decay to 0, bf16 autocast and channels-last weights
+(``--shift N``: training images moved by random whole pixels up to N, ``data.train_shift``),
 as ``fewshot_omniglot.py --schedule cosine --precision bf16 --channels-last`` trains, but for a fixed number of
 steps instead of a time budget, so that runs sharing the machine (``--threads 1``) are comparable. Then scores
 the final weights on 1,000 fixed 5-way 1-shot episodes: ``--score val`` (the validation characters, episode seed
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="training episodes")
     parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation and episode order)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--shift", type=int, default=0, help="random shift of training images, pixels (0: none)")
     parser.add_argument("--split", choices=["train", "trainval"], default="train", help="training characters")
     parser.add_argument("--score", choices=["val", "test"], default="val", help="which fixed episodes score it")
     parser.add_argument("--root", default=None, help="data root (default: $META_LEARNING_DATA)")
@@ -56,7 +58,7 @@ def main() -> None:
     cfg = load_config(resolve_config_path("protonet_omniglot_5w1s"))
     cfg = replace(
         cfg,
-        data=replace(cfg.data, root=args.root, download=False, train_split=args.split),
+        data=replace(cfg.data, root=args.root, download=False, train_split=args.split, train_shift=args.shift),
         seed=args.seed,
         train=replace(cfg.train, precision="bf16", channels_last=True, lr=args.lr),
     )
@@ -74,7 +76,10 @@ def main() -> None:
     else:
         acc = evaluate_learner(cfg, learner, n_way=5, k_shot=1)
     result = {"args": vars(args), "machine": machine_info(), "train_s": train_s, args.score: acc.to_dict()}
-    print(f"lr {args.lr:g}, {args.steps} steps on {args.split}, seed {args.seed}: {args.score} 5-way 1-shot {acc}")
+    print(
+        f"lr {args.lr:g}, shift {args.shift}, {args.steps} steps on {args.split}, seed {args.seed}: "
+        f"{args.score} 5-way 1-shot {acc}"
+    )
     atomic_write_json(Path(args.out), result)
 
 

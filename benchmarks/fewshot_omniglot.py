@@ -27,7 +27,6 @@ from _machine import machine_info, matmul_peak_gflops
 
 from meta_learning._io import atomic_write_json
 from meta_learning.config import load_config
-from meta_learning.data.sampler import EpisodeSampler
 from meta_learning.experiment import (
     build_dataset,
     build_learner,
@@ -36,6 +35,7 @@ from meta_learning.experiment import (
     resolve_config_path,
     train_experiment,
     training_autocast,
+    training_sampler,
 )
 from meta_learning.training.checkpoint import load_model_weights
 from meta_learning.training.loop import PRECISIONS, autocast_dtype, fit
@@ -47,11 +47,12 @@ PAPER = {
 
 
 def _training_setup(cfg, root: str | None, seed: int):
-    """The learner as a run trains it (:func:`prepare_learner`) and a sampler of its training episodes."""
+    """The learner as a run trains it (:func:`prepare_learner`) and its stream of training episodes
+    (:func:`training_sampler`, augmented as ``data.train_shift`` says), both seeded with ``seed``."""
     torch.manual_seed(seed)
     d = cfg.data
     data = build_dataset(replace(d, root=root, download=False), d.train_split)
-    return prepare_learner(cfg, "cpu"), EpisodeSampler(data, d.train_way, d.train_shot, d.train_query, seed=seed)
+    return prepare_learner(cfg, "cpu"), training_sampler(replace(cfg, seed=seed), data)
 
 
 def _fit_seconds(learner, cfg, episodes, steps: int) -> float:
@@ -112,7 +113,7 @@ def probe_episodes_per_s(cfg, root: str | None, steps: int = 20) -> float:
 def train_and_evaluate(
     learner: str, shot: int, minutes: float, root: str | None, out_dir: Path, schedule: str = "step",
     train_split: str = "train", precision: str = "fp32", channels_last: bool = False, resume: bool = False,
-    seed: int | None = None, lr: float | None = None,
+    seed: int | None = None, lr: float | None = None, shift: int = 0,
 ) -> dict:  # fmt: skip
     """Train under the time budget and evaluate at 5- and 20-way.
 
@@ -122,7 +123,8 @@ def train_and_evaluate(
     checkpoint: the final weights are evaluated. ``precision="bf16"`` trains with bfloat16 autocast and
     ``channels_last`` stores the convolution weights channels-last (evaluation runs in float32 either way).
     ``seed`` replaces the config's training seed (initialisation and episode order; the test episodes stay fixed);
-    ``lr`` replaces the config's Adam learning rate (the peak of the cosine schedule).
+    ``lr`` replaces the config's Adam learning rate (the peak of the cosine schedule); ``shift`` > 0 moves the
+    training images by random whole pixels up to that many (``data.train_shift``).
     The run folder is ``out_dir/runs/<config name>``: one holding a checkpoint is continued with ``resume=True``
     and refused otherwise (continuing an earlier run after a code change would evaluate that run's weights).
     """
@@ -130,7 +132,7 @@ def train_and_evaluate(
     cfg = load_config(resolve_config_path(name))
     cfg = replace(
         cfg,
-        data=replace(cfg.data, root=root, download=False, train_split=train_split),
+        data=replace(cfg.data, root=root, download=False, train_split=train_split, train_shift=shift),
         seed=cfg.seed if seed is None else seed,
         train=replace(
             cfg.train, precision=precision, channels_last=channels_last, lr=cfg.train.lr if lr is None else lr
@@ -151,6 +153,7 @@ def train_and_evaluate(
     suffix = "" if (schedule, train_split) == ("step", "train") else f"_{train_split}_{schedule}"
     suffix += "" if (precision, channels_last) == ("fp32", False) else f"_{precision}{'_cl' if channels_last else ''}"
     suffix += "" if lr is None else f"_lr{lr:g}"
+    suffix += "" if shift == 0 else f"_shift{shift}"
     suffix += "" if seed is None else f"_seed{seed}"
     run = out_dir / "runs" / (name + suffix)
     if (run / "checkpoints" / "last.pt").exists() and not resume:
@@ -184,6 +187,7 @@ def train_and_evaluate(
         "resumed": resume,
         "seed": cfg.seed,
         "lr": cfg.train.lr,
+        "train_shift": cfg.data.train_shift,
     }
 
 
@@ -203,6 +207,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue the runs in the output folder's runs/")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the config's)")
+    parser.add_argument("--shift", type=int, default=0, help="random shift of training images, in pixels (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
@@ -237,7 +242,7 @@ def main() -> None:
             for shot in args.shots:
                 res = train_and_evaluate(
                     learner, shot, args.minutes, args.root, out.parent, args.schedule, args.train_split,
-                    args.precision, args.channels_last, args.resume, args.seed, args.lr,
+                    args.precision, args.channels_last, args.resume, args.seed, args.lr, args.shift,
                 )  # fmt: skip
                 report["runs"].append(res)
                 atomic_write_json(out, report)

@@ -226,11 +226,15 @@ class DataConfig:
     test_way: int = 5
     test_shot: int = 1
     test_query: int = 15
+    train_shift: int = 0  # training images moved by random whole pixels in [-train_shift, train_shift] (0: none)
 
     def __post_init__(self) -> None:
         _check_fields(self)
         for name in ("image_size", "train_way", "train_shot", "train_query", "test_way", "test_shot", "test_query"):
             _checks.check_positive_int(name, getattr(self, name))
+        _checks.check_non_negative_int("train_shift", self.train_shift)
+        if self.train_shift >= self.image_size:
+            raise ValueError(f"train_shift={self.train_shift} must be smaller than image_size={self.image_size}")
         if self.dataset == "image_folder" and self.root is None:
             raise ValueError("dataset='image_folder' needs root=<folder with one sub-folder per split>")
 

@@ -21,6 +21,7 @@ from meta_learning._checks import check_choice, check_positive_int
 from meta_learning._io import atomic_write_json, data_root
 from meta_learning.config import MAML_FAMILY, DataConfig, ExperimentConfig, load_config, save_config, to_dict
 from meta_learning.data.sampler import EpisodeSampler
+from meta_learning.data.source import EpisodeSource
 from meta_learning.metrics import (
     Accuracy,
     adaptation_curve,
@@ -163,6 +164,23 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
     return Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+AUGMENT_SEED_OFFSET = 1_000_003  # the augmentation generator's seed is cfg.seed + this (not the sampler's own)
+
+
+def training_sampler(cfg: ExperimentConfig, dataset: Any) -> EpisodeSource:
+    """The stream of training episodes: ``train_way``/``train_shot``/``train_query`` episodes of ``dataset`` drawn
+    with ``cfg.seed``; with ``data.train_shift > 0`` their images are moved by random whole pixels
+    (:class:`~meta_learning.data.augment.RandomShift`, from a generator seeded ``cfg.seed + AUGMENT_SEED_OFFSET``),
+    the episodes themselves unchanged."""
+    d = cfg.data
+    sampler = EpisodeSampler(dataset, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
+    if d.train_shift == 0:
+        return sampler
+    from meta_learning.data.augment import AugmentedSource, RandomShift
+
+    return AugmentedSource(sampler, RandomShift(d.train_shift), seed=cfg.seed + AUGMENT_SEED_OFFSET)
+
+
 def evaluation_sampler(
     cfg: ExperimentConfig, dataset: Any, n_way: int | None = None, k_shot: int | None = None
 ) -> EpisodeSampler:
@@ -193,7 +211,7 @@ def train_experiment(
     learner = prepare_learner(cfg, device)
     train_set = build_dataset(d, d.train_split)
     val_set = build_dataset(d, d.val_split)
-    sampler = EpisodeSampler(train_set, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
+    sampler = training_sampler(cfg, train_set)
     val_eps = [e.to(device) for e in evaluation_sampler(cfg, val_set).evaluation_episodes(t.val_episodes, seed=0)]
     stream = _DeviceStream(sampler, device)
     started = time.perf_counter()
@@ -389,7 +407,7 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str | None = None) -> 
 class _DeviceStream:
     """A sampler whose episodes are moved to ``device``; checkpointable like the sampler."""
 
-    def __init__(self, sampler: EpisodeSampler, device: torch.device) -> None:
+    def __init__(self, sampler: EpisodeSource, device: torch.device) -> None:
         self.sampler, self.device = sampler, device
 
     def sample(self) -> Any:

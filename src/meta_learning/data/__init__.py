@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from meta_learning._lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
+    "AugmentedSource": "augment",
+    "RandomShift": "augment",
     "LabelledDataset": "base",
     "TensorLabelledDataset": "base",
     "download_url": "download",
@@ -27,6 +29,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "AugmentedSource",
     "Episode",
     "EpisodeBatch",
     "EpisodeSampler",
@@ -35,6 +38,7 @@ __all__ = [
     "LabelledDataset",
     "MiniImageNet",
     "Omniglot",
+    "RandomShift",
     "Sinusoid",
     "SinusoidParams",
     "TensorLabelledDataset",
@@ -43,6 +47,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from meta_learning.data.augment import AugmentedSource, RandomShift
     from meta_learning.data.base import LabelledDataset, TensorLabelledDataset
     from meta_learning.data.download import download_url, extract_archive
     from meta_learning.data.episode import Episode, EpisodeBatch
