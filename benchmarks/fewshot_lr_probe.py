@@ -9,9 +9,10 @@ for ``--steps`` steps with Adam at ``--lr`` under a cosine decay to 0, bf16 auto
 (``--shift N``: training images moved by random whole pixels up to N, ``data.train_shift``),
 as ``fewshot_omniglot.py --schedule cosine --precision bf16 --channels-last`` trains, but for a fixed number of
 steps instead of a time budget, so that runs sharing the machine (``--threads 1``) are comparable. Then scores
-the final weights on 1,000 fixed 5-way 1-shot episodes: ``--score val`` (the validation characters, episode seed
-7; needs ``--split train``) or ``--score test`` (the test episodes of the full benchmark, seed 1). Choose
-hyperparameters with ``val``; ``test`` is what the full benchmark reports. Writes JSON to ``--out``.
+the final weights on 1,000 fixed N-way 1-shot episodes (``--ways``, default 5): ``--score val`` (the validation
+characters, episode seed 7; needs ``--split train``) or ``--score test`` (the test episodes of the full
+benchmark, seed 1). Choose hyperparameters with ``val``; ``test`` is what the full benchmark reports. Writes JSON
+to ``--out``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--shift", type=int, default=0, help="random shift of training images, pixels (0: none)")
     parser.add_argument("--split", choices=["train", "trainval"], default="train", help="training characters")
     parser.add_argument("--score", choices=["val", "test"], default="val", help="which fixed episodes score it")
+    parser.add_argument("--ways", type=int, nargs="+", default=[5], help="score N-way 1-shot for each N given")
     parser.add_argument("--root", default=None, help="data root (default: $META_LEARNING_DATA)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -70,16 +72,19 @@ def main() -> None:
         autocast=training_autocast(cfg), progress=False,
     )  # fmt: skip
     train_s = time.perf_counter() - t
-    if args.score == "val":
-        episodes = evaluation_sampler(cfg, build_dataset(d, "val"), 5, 1).evaluation_episodes(1000, seed=7)
-        acc = learner.evaluate(episodes)
-    else:
-        acc = evaluate_learner(cfg, learner, n_way=5, k_shot=1)
-    result = {"args": vars(args), "machine": machine_info(), "train_s": train_s, args.score: acc.to_dict()}
-    print(
-        f"lr {args.lr:g}, shift {args.shift}, {args.steps} steps on {args.split}, seed {args.seed}: "
-        f"{args.score} 5-way 1-shot {acc}"
-    )
+    by_way = {}
+    for way in args.ways:
+        if args.score == "val":
+            episodes = evaluation_sampler(cfg, build_dataset(d, "val"), way, 1).evaluation_episodes(1000, seed=7)
+            acc = learner.evaluate(episodes)
+        else:
+            acc = evaluate_learner(cfg, learner, n_way=way, k_shot=1)
+        by_way[f"{way}w1s"] = acc.to_dict()
+        print(
+            f"lr {args.lr:g}, shift {args.shift}, {args.steps} steps on {args.split}, seed {args.seed}: "
+            f"{args.score} {way}-way 1-shot {acc}"
+        )
+    result = {"args": vars(args), "machine": machine_info(), "train_s": train_s, args.score: by_way}
     atomic_write_json(Path(args.out), result)
 
 
