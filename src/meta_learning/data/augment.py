@@ -69,9 +69,11 @@ class RandomShift:
         b, _, h, w = x.shape
         s = self.max_shift
         padded = torch.nn.functional.pad(x, (s, s, s, s), value=self.fill)
-        rows = (s - dy)[:, None] + torch.arange(h)  # output row r reads padded row r + s - dy
-        cols = (s - dx)[:, None] + torch.arange(w)
-        picked = padded.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        dev = x.device
+        rows = (s - dy.to(dev))[:, None] + torch.arange(h, device=dev)  # output row r reads padded row r + s - dy
+        cols = (s - dx.to(dev))[:, None] + torch.arange(w, device=dev)
+        batch = torch.arange(b, device=dev)[:, None, None]
+        picked = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
         return picked.permute(0, 3, 1, 2).contiguous()
 
 
