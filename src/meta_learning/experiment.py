@@ -170,15 +170,16 @@ AUGMENT_SEED_OFFSET = 1_000_003  # the augmentation generator's seed is cfg.seed
 def training_sampler(cfg: ExperimentConfig, dataset: Any) -> EpisodeSource:
     """The stream of training episodes: ``train_way``/``train_shot``/``train_query`` episodes of ``dataset`` drawn
     with ``cfg.seed``; with ``data.train_shift > 0`` their images are moved by random whole pixels
-    (:class:`~meta_learning.data.augment.RandomShift`, from a generator seeded ``cfg.seed + AUGMENT_SEED_OFFSET``),
-    the episodes themselves unchanged."""
+    (:class:`~meta_learning.data.augment.RandomShift`, from a generator seeded ``cfg.seed + AUGMENT_SEED_OFFSET``
+    modulo 2**64), the episodes themselves unchanged."""
     d = cfg.data
     sampler = EpisodeSampler(dataset, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
     if d.train_shift == 0:
         return sampler
     from meta_learning.data.augment import AugmentedSource, RandomShift
 
-    return AugmentedSource(sampler, RandomShift(d.train_shift), seed=cfg.seed + AUGMENT_SEED_OFFSET)
+    seed = (cfg.seed + AUGMENT_SEED_OFFSET) % 2**64  # any valid cfg.seed gives a valid generator seed
+    return AugmentedSource(sampler, RandomShift(d.train_shift), seed=seed)
 
 
 def evaluation_sampler(

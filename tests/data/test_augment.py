@@ -188,6 +188,8 @@ def test_config_train_shift_builds_the_augmented_stream():
     stream = training_sampler(replace(cfg, data=replace(cfg.data, train_shift=2)), data)
     assert isinstance(stream, AugmentedSource) and stream.transform.max_shift == 2
     assert stream.source.generator.initial_seed() == cfg.seed != stream.generator.initial_seed()
+    largest = replace(cfg, seed=2**64 - 1, data=replace(cfg.data, train_shift=1))  # still a valid generator seed
+    assert isinstance(training_sampler(largest, data), AugmentedSource)
     with pytest.raises(ValueError, match="train_shift"):
         DataConfig(train_shift=-1)
     with pytest.raises(ValueError, match="train_shift=28 must be smaller than image_size=28"):
