@@ -73,9 +73,10 @@ def main() -> None:
     )  # fmt: skip
     train_s = time.perf_counter() - t
     by_way = {}
+    val_set = build_dataset(d, "val") if args.score == "val" else None  # loaded once for all ways
     for way in args.ways:
         if args.score == "val":
-            episodes = evaluation_sampler(cfg, build_dataset(d, "val"), way, 1).evaluation_episodes(1000, seed=7)
+            episodes = evaluation_sampler(cfg, val_set, way, 1).evaluation_episodes(1000, seed=7)
             acc = learner.evaluate(episodes)
         else:
             acc = evaluate_learner(cfg, learner, n_way=way, k_shot=1)

@@ -310,11 +310,10 @@ def training_step_flops(cfg: ExperimentConfig, learner: Any, train_set: Any) -> 
     """FLOPs of one training step of ``learner`` (forward and backward; see :func:`meta_learning.metrics.count_flops`).
 
     Measured on a deep copy in training mode, with one episode (a meta-batch of ``meta_batch_size`` for the MAML
-    family) drawn from ``train_set`` by a fresh sampler seeded ``cfg.seed``, inside ``torch.random.fork_rng``: the
-    learner, its buffers and every random state are left as they were.
+    family) drawn from ``train_set`` by a fresh :func:`training_sampler` (seeded ``cfg.seed``), inside
+    ``torch.random.fork_rng``: the learner, its buffers and every random state are left as they were.
     """
-    d = cfg.data
-    sampler = EpisodeSampler(train_set, d.train_way, d.train_shot, d.train_query, seed=cfg.seed)
+    sampler = training_sampler(cfg, train_set)
     device = next(learner.parameters()).device
     probe = copy.deepcopy(learner).train()
     size = probe.meta_batch_size if cfg.learner.name in MAML_FAMILY else None
