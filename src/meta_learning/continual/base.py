@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
+from meta_learning._modes import eval_mode
 from meta_learning.continual.models import TaskAwareModule
 from meta_learning.data.streams import Experience
 from meta_learning.training.loop import PRECISIONS, autocast_dtype
@@ -283,15 +284,11 @@ class Strategy:
                 raise ValueError("this model is multi-headed (task-incremental): pass task_id to predict")
             if task_id not in self.model.known_tasks():  # type: ignore[operator]
                 raise ValueError(f"task_id={task_id} is unknown; known tasks: {self.model.known_tasks()}")  # type: ignore[operator]
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             outs = [
                 self.logits(chunk.to(self.device), task_id if task_id is not None else 0)
                 for chunk in x.split(self.config.eval_batch_size)
             ]
-        finally:
-            self.model.train(was_training)
         return torch.cat(outs)
 
     def evaluate(self, stream: Iterable[Any]) -> StreamEvaluation:
@@ -471,11 +468,8 @@ class Strategy:
         if self.multi_head:
             self.model.prepare_task(task_id)  # type: ignore[operator]
         self.model.to(self.device)
-        with torch.no_grad():
-            was_training = self.model.training
-            self.model.eval()
+        with torch.no_grad(), eval_mode(self.model):
             probe = self.model(data[:1], task_id) if self.multi_head else self.model(data[:1])
-            self.model.train(was_training)
         if probe.dim() != 2:
             raise ValueError(f"the model must return logits [B, C], got shape {tuple(probe.shape)}")
         width = probe.shape[1]

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from meta_learning._checks import check_choice, check_positive_float, check_positive_int
+from meta_learning._modes import eval_mode
 from meta_learning.continual.base import Strategy
 from meta_learning.continual.models import TaskAwareModule
 
@@ -79,10 +80,8 @@ def fisher_diagonal(
     task_aware = isinstance(model, TaskAwareModule)
     if task_aware and task_id is None:
         raise ValueError("a task-aware model needs task_id to compute its Fisher")
-    was_training = model.training
-    model.eval()
     draws_from = generator.get_state() if generator is not None else None
-    try:
+    with eval_mode(model):
         try:
             fisher = _linear_fisher(model, data, labels, task_id, kind, active, generator)
         except _ClosedFormBroken as reason:
@@ -96,8 +95,6 @@ def fisher_diagonal(
             if generator is not None and draws_from is not None:  # the vmap path draws the same labels
                 generator.set_state(draws_from)
             fisher = _vmap_fisher(model, data, labels, task_id, kind, active, generator, max_chunk_elements)
-    finally:
-        model.train(was_training)
     return {n: f / data.shape[0] for n, f in fisher.items()}
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_tensors
+from meta_learning._modes import eval_mode
 from meta_learning.config import BATCH_NORM_MODES
 from meta_learning.data.episode import Episode
 from meta_learning.metrics import Accuracy, accuracy, accuracy_from_episodes
@@ -137,13 +138,8 @@ class EpisodicLearner(nn.Module):
                 raise TypeError(f"support_labels must be integer class ids, got {labels!r:.80}") from err
         labels = check_support_query(support, labels, query, names=_SEED_NAMES, dense=False)
         classes, dense = torch.unique(labels, sorted=True, return_inverse=True)
-        with torch.no_grad():
-            was_training = self.training
-            self.eval()
-            try:
-                logits = self.predict(support, dense.to(support.device), query)
-            finally:
-                self.train(was_training)
+        with torch.no_grad(), eval_mode(self):
+            logits = self.predict(support, dense.to(support.device), query)
         return classes.to(logits.device), logits
 
     @torch.no_grad()
@@ -156,9 +152,7 @@ class EpisodicLearner(nn.Module):
         :func:`episode_batch_statistics`). The running statistics are left unchanged either way.
         """
         check_choice("batch_norm", batch_norm, BATCH_NORM_MODES)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             device = next(self.parameters()).device
             accs = []
             with episode_batch_statistics(self) if batch_norm == "episode" else nullcontext():
@@ -169,8 +163,6 @@ class EpisodicLearner(nn.Module):
                             f"episodes[{i}] has no query examples; accuracy needs at least one per episode"
                         )
                     accs.append(accuracy(self.predict(ep.support_x, ep.support_y, ep.query_x), ep.query_y))
-        finally:
-            self.train(was_training)
         if not accs:
             raise ValueError("episodes is empty; evaluate needs at least one episode")
         return accuracy_from_episodes(accs)

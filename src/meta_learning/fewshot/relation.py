@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_positive_int
+from meta_learning._modes import eval_mode
 from meta_learning.fewshot.base import EpisodicLearner, check_support_query, embed_pair
 from meta_learning.models.conv4 import Conv4, conv_block
 
@@ -95,17 +96,14 @@ class RelationNetwork(EpisodicLearner):
 
     @torch.no_grad()
     def _feature_shape(self, in_channels: int, image_size: int) -> tuple[int, int, int]:
-        was_training = self.embedding.training
-        self.embedding.eval()
         try:
-            out = self.embedding(torch.zeros(1, in_channels, image_size, image_size))
+            with eval_mode(self.embedding):
+                out = self.embedding(torch.zeros(1, in_channels, image_size, image_size))
         except ValueError as err:
             raise ValueError(
                 f"image_size={image_size}, in_channels={in_channels}: the embedding cannot take "
                 f"[B, {in_channels}, {image_size}, {image_size}] images ({err})"
             ) from err
-        finally:
-            self.embedding.train(was_training)
         if out.dim() != 4:
             raise ValueError(
                 f"the embedding returns shape {tuple(out.shape)}; RelationNetwork needs [B, C, H, W] feature maps"

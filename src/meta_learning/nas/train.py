@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from meta_learning._checks import check_finite_non_negative, check_positive_float, check_positive_int
+from meta_learning._modes import eval_mode
 
 Data = Any  # (x, y) tensors, a TensorLabelledDataset (gather + labels), or a map-style dataset of (x, y)
 
@@ -58,14 +59,12 @@ def batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> float:
     """Top-1 accuracy in ``[0, 1]`` of ``model`` in eval mode (restores its mode)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for i in range(0, x.shape[0], batch_size):
-        logits = model(x[i : i + batch_size].to(device))
-        correct += int((logits.argmax(-1).cpu() == y[i : i + batch_size]).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, x.shape[0], batch_size):
+            logits = model(x[i : i + batch_size].to(device))
+            correct += int((logits.argmax(-1).cpu() == y[i : i + batch_size]).sum())
     return correct / x.shape[0]
 
 
