@@ -20,7 +20,11 @@ Variants (``GPPrior`` fields changed; the rest as shipped):
   (every lengthscale, the signal and the noise variance 1) instead of the prior mode;
 - ``lognormal-ls``: the dimension-scaled lengthscale prior of Hvarfner, Hellsten & Nardi (2024), BoTorch's default
   since 0.12: ``log ℓ ~ N(√2 + ½ log D, 3)`` on the continuous columns (median ``ℓ`` 5.8 at ``D = 2``, 9.2 at 5,
-  16.5 at 10, with a wide spread), our other priors.
+  16.5 at 10, with a wide spread), our other priors;
+- ``mixture-ls``: on each continuous lengthscale an equal mixture of ours and Optuna's (each normalised over
+  ``log ℓ``), fitting starts at either mode;
+- ``short-penalty``: ours plus the short-lengthscale side of Optuna's, ``-0.1 ℓ^{-2}`` in the log-density of
+  ``log ℓ``: short lengthscales as costly as under Optuna's prior, long ones as under ours.
 
 Acquisition-search variants (shipped priors; ``GPStrategy`` options changed):
 - ``roulette``: ``start_selection="roulette"`` — local searches from the best candidate, the best trial and
@@ -31,6 +35,8 @@ Acquisition-search variants (shipped priors; ``GPStrategy`` options changed):
 
 Usage:
     python benchmarks/search_bo_priors.py --reference benchmarks/out/search_bo.json --seeds 20 --workers 2
+    # fresh seeds 20-39 (a reference with 40 runs per function):
+    python benchmarks/search_bo_priors.py --reference REF.json --first-seed 20 --seeds 20 --variants default
 """
 
 from __future__ import annotations
@@ -146,6 +152,57 @@ class OptunaStylePrior(_LengthscaleOverride):
 
 
 @dataclasses.dataclass(frozen=True)
+class MixtureLengthscalePrior(_LengthscaleOverride):
+    """Each continuous ``θ_d = log ℓ_d`` drawn from an equal mixture of our Gamma term and Optuna's term, each
+    normalised as a density over ``θ`` (the forms above, no Jacobian): ours ``(a - 1) θ - b e^θ`` integrates to
+    ``Γ(a - 1) / b^{a - 1}``, Optuna's ``-0.2 cosh 2θ`` to ``K₀(0.2)``. The MAP fit then picks, per dimension,
+    whichever family the data favour; random fitting starts pick a component's mode at random."""
+
+    weight: float = 0.5  # of our component
+
+    def _ls_mode(self, dim: int) -> float:
+        return math.log((self.lengthscale_concentration - 1.0) / self.lengthscale_rate_at(dim))
+
+    def _ls_terms(self, theta: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.special import gammaln, k0
+
+        a, b = self.lengthscale_concentration, self.lengthscale_rate_at(dim)
+        e = np.exp(theta)
+        log1 = math.log(self.weight) + (a - 1.0) * theta - b * e - (gammaln(a - 1.0) - (a - 1.0) * math.log(b))
+        log2 = math.log(1.0 - self.weight) - 0.2 * np.cosh(2.0 * theta) - math.log(k0(0.2))
+        total = np.logaddexp(log1, log2)
+        r1 = np.exp(log1 - total)
+        return total, r1 * ((a - 1.0) - b * e) + (1.0 - r1) * (-0.4 * np.sinh(2.0 * theta))
+
+    def draw_start(self, dim: int, generator: torch.Generator) -> torch.Tensor:
+        start = super().draw_start(dim, generator)
+        cont = torch.as_tensor(self._continuous(dim))
+        if float(torch.rand((), generator=generator, dtype=torch.float64)) >= self.weight:
+            start[cont] -= self._ls_mode(dim)  # centred on Optuna's mode θ = 0 instead of ours
+        return start
+
+
+@dataclasses.dataclass(frozen=True)
+class ShortPenaltyLengthscalePrior(_LengthscaleOverride):
+    """Our Gamma term on each continuous ``θ_d = log ℓ_d`` plus the short-lengthscale side of Optuna's term,
+    ``-c e^{-2θ}`` (``c = 0.1`` there): short lengthscales cost as much as under Optuna's prior, long ones as much as
+    under ours."""
+
+    short_penalty: float = 0.1
+
+    def _ls_mode(self, dim: int) -> float:
+        from scipy.optimize import brentq
+
+        a, b, c = self.lengthscale_concentration, self.lengthscale_rate_at(dim), self.short_penalty
+        return brentq(lambda t: (a - 1.0) - b * math.exp(t) + 2.0 * c * math.exp(-2.0 * t), -10.0, 10.0)
+
+    def _ls_terms(self, theta: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b, c = self.lengthscale_concentration, self.lengthscale_rate_at(dim), self.short_penalty
+        e, s = np.exp(theta), np.exp(-2.0 * theta)
+        return (a - 1.0) * theta - b * e - c * s, (a - 1.0) - b * e + 2.0 * c * s
+
+
+@dataclasses.dataclass(frozen=True)
 class Variant:
     """``changes``: GPPrior fields replaced; ``prior``: builds the prior from the categorical columns instead of
     ours; ``restarts``: random restarts of the fit; ``strategy``: GPStrategy options; ``local_candidates``:
@@ -170,14 +227,17 @@ VARIANTS: dict[str, Variant] = {
         prior=functools.partial(OptunaStylePrior, all_priors=True, start_at_ones=True), restarts=False
     ),
     "lognormal-ls": Variant(prior=LogNormalLengthscalePrior),
+    "mixture-ls": Variant(prior=MixtureLengthscalePrior),
+    "short-penalty": Variant(prior=ShortPenaltyLengthscalePrior),
     "roulette": Variant(strategy={"start_selection": "roulette"}),
     "roulette-10": Variant(strategy={"start_selection": "roulette", "num_starts": 10}),
     "roulette-sobol": Variant(strategy={"start_selection": "roulette", "num_starts": 10}, local_candidates=False),
 }
 
 
-def run_variant(name: str, fn: str, seeds: int) -> list[list[float]]:
-    """Values in trial order of our GP strategy with the variant's priors, seeds ``0..seeds-1``."""
+def run_variant(name: str, fn: str, seeds: int, first_seed: int = 0) -> list[list[float]]:
+    """Values in trial order of our GP strategy with the variant's priors, seeds ``first_seed ..
+    first_seed + seeds - 1``."""
     torch.set_num_threads(1)
     original_init = GPStrategy.__init__
     variant = VARIANTS[name]
@@ -198,18 +258,22 @@ def run_variant(name: str, fn: str, seeds: int) -> list[list[float]]:
             space, n, incumbents[:0], generator
         )
     try:
-        return [search_bo.run_method("ours-gp", fn, s, max(BUDGETS))["values"] for s in range(seeds)]
+        return [
+            search_bo.run_method("ours-gp", fn, s, max(BUDGETS))["values"]
+            for s in range(first_seed, first_seed + seeds)
+        ]
     finally:
         GPStrategy.__init__ = original_init  # type: ignore[method-assign]
 
 
 def compare(values: list[list[float]], reference: list[list[float]], f_star: float) -> dict[str, Any]:
+    """``values`` and ``reference`` hold the runs of the same seeds, in the same order."""
     from scipy.stats import wilcoxon
 
     out: dict[str, Any] = {}
     for b in BUDGETS:
         ours = np.array([min(v[:b]) - f_star for v in values])
-        theirs = np.array([min(v[:b]) - f_star for v in reference[: len(values)]])
+        theirs = np.array([min(v[:b]) - f_star for v in reference])
         lo, lt = np.log(np.maximum(ours, 1e-12)), np.log(np.maximum(theirs, 1e-12))
         out[str(b)] = {"median_ours": float(np.median(ours)), "median_optuna_gp": float(np.median(theirs)),
                        "ours_better": int((ours < theirs).sum()), "n": len(ours),
@@ -222,6 +286,8 @@ def main() -> None:
     ap.add_argument("--reference", default=str(REPO / "benchmarks" / "out" / "search_bo.json"),
                     help="search_bo.py JSON holding Optuna GPSampler runs (>= --seeds seeds, budget 100)")  # fmt: skip
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="run seeds FIRST_SEED .. FIRST_SEED + SEEDS - 1 (the reference must hold them)")  # fmt: skip
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--functions", nargs="+", default=list(search_bo.FUNCTIONS), choices=list(search_bo.FUNCTIONS))
     ap.add_argument("--workers", type=int, default=2)
@@ -232,15 +298,22 @@ def main() -> None:
     from meta_learning._io import atomic_write_json
 
     ref = json.loads(Path(a.reference).read_text())["regret"]
+    for f in a.functions:  # before hours of runs: the reference must hold every seed asked for
+        held = len(ref[f]["runs"]["optuna-gp"]) if f in ref else 0
+        if held < a.first_seed + a.seeds:
+            raise ValueError(f"--reference holds {held} Optuna GP runs of {f}; --first-seed {a.first_seed} "
+                             f"--seeds {a.seeds} needs {a.first_seed + a.seeds}")  # fmt: skip
     jobs = [(v, f) for v in a.variants for f in a.functions]
     with ProcessPoolExecutor(a.workers, max_tasks_per_child=1) as pool:  # a fresh process per job
-        futures = {job: pool.submit(run_variant, *job, a.seeds) for job in jobs}
+        futures = {job: pool.submit(run_variant, *job, a.seeds, a.first_seed) for job in jobs}
         runs = {job: fut.result() for job, fut in futures.items()}
-    report: dict[str, Any] = {"machine": machine_info(), "reference": a.reference, "seeds": a.seeds, "cells": []}
+    report: dict[str, Any] = {"machine": machine_info(), "reference": a.reference, "seeds": a.seeds,
+                              "first_seed": a.first_seed, "cells": []}  # fmt: skip
     print(f"{'variant':12} {'function':10} " + " ".join(f"{'@' + str(b) + ' ours / Optuna GP (better, p)':>36}"
                                                      for b in BUDGETS))  # fmt: skip
     for (v, f), values in runs.items():
-        cell = compare(values, ref[f]["runs"]["optuna-gp"], search_bo.FUNCTIONS[f][2])
+        reference = ref[f]["runs"]["optuna-gp"][a.first_seed : a.first_seed + a.seeds]
+        cell = compare(values, reference, search_bo.FUNCTIONS[f][2])
         report["cells"].append({"variant": v, "function": f, "values": values, "budgets": cell})
         parts = [f"{c['median_ours']:.3g} / {c['median_optuna_gp']:.3g} ({c['ours_better']}/{c['n']}, "
                  f"p={c['wilcoxon_p']:.2f})" for c in cell.values()]  # fmt: skip
