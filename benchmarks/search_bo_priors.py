@@ -35,8 +35,8 @@ Acquisition-search variants (shipped priors; ``GPStrategy`` options changed):
 
 Usage:
     python benchmarks/search_bo_priors.py --reference benchmarks/out/search_bo.json --seeds 20 --workers 2
-    # fresh seeds 20-39 (a reference with 40 runs per function):
-    python benchmarks/search_bo_priors.py --reference REF.json --first-seed 20 --seeds 20 --variants default
+    # fresh seeds 20-39, Optuna GPSampler run here on seeds 0-39:
+    python benchmarks/search_bo_priors.py --reference run --first-seed 20 --seeds 20 --variants default
 """
 
 from __future__ import annotations
@@ -266,6 +266,12 @@ def run_variant(name: str, fn: str, seeds: int, first_seed: int = 0) -> list[lis
         GPStrategy.__init__ = original_init  # type: ignore[method-assign]
 
 
+def optuna_gp_runs(fn: str, seeds: int) -> list[list[float]]:
+    """Optuna GPSampler's values in trial order on seeds ``0..seeds-1`` (as ``search_bo.py`` runs it)."""
+    torch.set_num_threads(1)
+    return [search_bo.run_method("optuna-gp", fn, s, max(BUDGETS))["values"] for s in range(seeds)]
+
+
 def compare(values: list[list[float]], reference: list[list[float]], f_star: float) -> dict[str, Any]:
     """``values`` and ``reference`` hold the runs of the same seeds, in the same order."""
     from scipy.stats import wilcoxon
@@ -284,7 +290,8 @@ def compare(values: list[list[float]], reference: list[list[float]], f_star: flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", default=str(REPO / "benchmarks" / "out" / "search_bo.json"),
-                    help="search_bo.py JSON holding Optuna GPSampler runs (>= --seeds seeds, budget 100)")  # fmt: skip
+                    help="search_bo.py JSON holding Optuna GPSampler runs (>= --seeds seeds, budget 100), or "
+                         "'run': run Optuna GPSampler here on the same seeds (Optuna in this venv)")  # fmt: skip
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=0,
                     help="run seeds FIRST_SEED .. FIRST_SEED + SEEDS - 1 (the reference must hold them)")  # fmt: skip
@@ -297,7 +304,12 @@ def main() -> None:
 
     from meta_learning._io import atomic_write_json
 
-    ref = json.loads(Path(a.reference).read_text())["regret"]
+    if a.reference == "run":  # Optuna GPSampler here, the same seeds: index i of its runs is seed i
+        with ProcessPoolExecutor(a.workers, max_tasks_per_child=1) as pool:
+            optuna_runs = {f: pool.submit(optuna_gp_runs, f, a.first_seed + a.seeds) for f in a.functions}
+            ref = {f: {"runs": {"optuna-gp": fut.result()}} for f, fut in optuna_runs.items()}
+    else:
+        ref = json.loads(Path(a.reference).read_text())["regret"]
     for f in a.functions:  # before hours of runs: the reference must hold every seed asked for
         held = len(ref[f]["runs"]["optuna-gp"]) if f in ref else 0
         if held < a.first_seed + a.seeds:
@@ -309,6 +321,11 @@ def main() -> None:
         runs = {job: fut.result() for job, fut in futures.items()}
     report: dict[str, Any] = {"machine": machine_info(), "reference": a.reference, "seeds": a.seeds,
                               "first_seed": a.first_seed, "cells": []}  # fmt: skip
+    if a.reference == "run":
+        import optuna
+
+        report["optuna"] = optuna.__version__
+        report["optuna_gp_runs"] = {f: r["runs"]["optuna-gp"] for f, r in ref.items()}
     print(f"{'variant':12} {'function':10} " + " ".join(f"{'@' + str(b) + ' ours / Optuna GP (better, p)':>36}"
                                                      for b in BUDGETS))  # fmt: skip
     for (v, f), values in runs.items():
