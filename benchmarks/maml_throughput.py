@@ -2,11 +2,15 @@
 
 Conv4 (64 filters, BatchNorm with batch statistics) + linear head, 1x28x28 inputs, 5-way 1-shot, 15 queries per
 class, meta-batch 32, Adam outer step; 1 and 5 inner steps (lr 0.4), second and first order. Each configuration
-runs in a fresh process (so peak RSS is its own): 2 warm-up meta-batches, then the median of 5.
+runs in a fresh process (so peak RSS is its own): 2 warm-up meta-batches, then the median of 5. With ``--rounds N``
+each configuration is measured N times, the two libraries alternating (which one goes first flips every round), and
+the table gives medians over the rounds, the per-round speed-ups' median and range, and the peak RSS range: on a
+shared virtual machine single runs of the same code differ by up to 30%.
 
 Usage:
     python benchmarks/maml_throughput.py                      # builds ../peers-venv with learn2learn if missing
     python benchmarks/maml_throughput.py --peers-python /path/to/venv/bin/python
+    python benchmarks/maml_throughput.py --peers-python /path/to/venv/bin/python --rounds 3
     python benchmarks/maml_throughput.py --impl ours --steps 1 --order 2   # one configuration (worker mode)
     python benchmarks/maml_throughput.py --ab-pool-before-relu 8 --out benchmarks/out/maml_pool_relu_ab.json
 """
@@ -163,6 +167,31 @@ def ab_pool_before_relu(rounds: int, threads: int, out: str) -> None:
     print(f"wrote {out}")
 
 
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (inner steps, order): medians over the rounds of each library's tasks/s, the median and range of the
+    per-round speed-ups (ours / learn2learn, the two runs of one round), each library's peak RSS range (MB), and
+    ours' median achieved GFLOP/s."""
+    out = []
+    for key in dict.fromkeys((r["inner_steps"], r["order"]) for r in rows):
+        runs = [r for r in rows if (r["inner_steps"], r["order"]) == key]
+        by = {impl: {r["round"]: r for r in runs if r["impl"] == impl} for impl in ("l2l", "ours")}
+        ratios = [by["ours"][k]["tasks_per_s"] / by["l2l"][k]["tasks_per_s"] for k in sorted(by["ours"])]
+        out.append({
+            "inner_steps": key[0], "order": key[1], "rounds": len(ratios),
+            "l2l_tasks_per_s": statistics.median(r["tasks_per_s"] for r in by["l2l"].values()),
+            "ours_tasks_per_s": statistics.median(r["tasks_per_s"] for r in by["ours"].values()),
+            "speedup": statistics.median(ratios), "speedup_range": [min(ratios), max(ratios)],
+            "l2l_peak_rss_mb": sorted(r["peak_rss_mb"] for r in by["l2l"].values()),
+            "ours_peak_rss_mb": sorted(r["peak_rss_mb"] for r in by["ours"].values()),
+            "ours_gflops": statistics.median(r["achieved_gflops"] for r in by["ours"].values()),
+        })  # fmt: skip
+    return out
+
+
+def _mb_range(values: list[float]) -> str:
+    return f"{min(values):.0f}M" if len(values) == 1 else f"{min(values):.0f}-{max(values):.0f}M"
+
+
 def peers_python(given: str | None) -> str:
     if given:
         return given
@@ -190,8 +219,12 @@ def main() -> None:
                     help="both libraries' Conv4 blocks run maxpool before ReLU (as meta_learning's Conv4)")  # fmt: skip
     ap.add_argument("--ab-pool-before-relu", type=int, metavar="ROUNDS", default=0,
                     help="instead: ours, conventional vs pool-before-ReLU, ROUNDS alternating meta-steps")  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure each configuration this many times, the libraries alternating")  # fmt: skip
     ap.add_argument("--out", default="benchmarks/out/maml_throughput.json")
     a = ap.parse_args()
+    if a.rounds < 1:
+        raise ValueError(f"--rounds={a.rounds} must be >= 1")
     if a.ab_pool_before_relu:
         ab_pool_before_relu(a.ab_pool_before_relu, a.threads, a.out)
         return
@@ -208,31 +241,33 @@ def main() -> None:
     rows = []
     for steps in a.inner_steps:
         for order in (2, 1):
-            for impl in ("l2l", "ours"):
-                cmd = [py[impl], __file__, "--impl", impl, "--steps", str(steps), "--order", str(order),
-                       "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads),
-                       "--precision", a.precision] + (["--channels-last"] if a.channels_last else [])  # fmt: skip
-                cmd += ["--pool-before-relu"] if a.pool_before_relu else []
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-                rows.append(json.loads(out.strip().splitlines()[-1]))
-                r = rows[-1]
-                print(f"{impl:5} steps={steps} order={order}: {r['tasks_per_s']:6.2f} tasks/s, "
-                      f"peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)  # fmt: skip
+            for rnd in range(a.rounds):
+                for impl in ("l2l", "ours") if rnd % 2 == 0 else ("ours", "l2l"):
+                    cmd = [py[impl], __file__, "--impl", impl, "--steps", str(steps), "--order", str(order),
+                           "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads),
+                           "--precision", a.precision] + (["--channels-last"] if a.channels_last else [])  # fmt: skip
+                    cmd += ["--pool-before-relu"] if a.pool_before_relu else []
+                    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+                    rows.append({**json.loads(out.strip().splitlines()[-1]), "round": rnd})
+                    r = rows[-1]
+                    print(f"{impl:5} steps={steps} order={order} round {rnd}: {r['tasks_per_s']:6.2f} tasks/s, "
+                          f"peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)  # fmt: skip
     peak_dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32  # the ceiling of the step's matmuls
     peak = matmul_peak_gflops(dtype=peak_dtype)
     l2l_version = subprocess.run(
         [py["l2l"], "-c", "import learn2learn; print(learn2learn.__version__)"], capture_output=True, text=True
     ).stdout.strip()
+    summary = summarise(rows)
     report = {"machine": machine_info(), "matmul_peak_gflops": peak, "matmul_peak_dtype": str(peak_dtype),
-              "learn2learn": l2l_version, "rows": rows}  # fmt: skip
-    print(f"\n{'inner steps':>11} {'order':>5} {'l2l tasks/s':>12} {'ours tasks/s':>13} {'speed-up':>8} "
-          f"{'l2l RSS':>8} {'ours RSS':>8} {'ours GFLOP/s':>12}")  # fmt: skip
-    for i in range(0, len(rows), 2):
-        l2l, ours = rows[i], rows[i + 1]
-        speedup = ours["tasks_per_s"] / l2l["tasks_per_s"]
-        print(f"{ours['inner_steps']:>11} {ours['order']:>5} {l2l['tasks_per_s']:>12.2f} {ours['tasks_per_s']:>13.2f} "
-              f"{speedup:>7.2f}x {l2l['peak_rss_mb']:>7.0f}M {ours['peak_rss_mb']:>7.0f}M "
-              f"{ours['achieved_gflops']:>8.1f} ({100 * ours['achieved_gflops'] / peak:.0f}%)")  # fmt: skip
+              "learn2learn": l2l_version, "rounds": a.rounds, "rows": rows, "summary": summary}  # fmt: skip
+    print(f"\n{'inner steps':>11} {'order':>5} {'l2l tasks/s':>12} {'ours tasks/s':>13} {'speed-up (range)':>18} "
+          f"{'l2l RSS':>11} {'ours RSS':>11} {'ours GFLOP/s':>12}")  # fmt: skip
+    for c in summary:
+        lo, hi = c["speedup_range"]
+        print(f"{c['inner_steps']:>11} {c['order']:>5} {c['l2l_tasks_per_s']:>12.2f} {c['ours_tasks_per_s']:>13.2f} "
+              f"{c['speedup']:>6.2f}x ({lo:.2f}-{hi:.2f}) {_mb_range(c['l2l_peak_rss_mb']):>11} "
+              f"{_mb_range(c['ours_peak_rss_mb']):>11} "
+              f"{c['ours_gflops']:>6.1f} ({100 * c['ours_gflops'] / peak:.0f}%)")  # fmt: skip
     print(f"(% of the measured {str(peak_dtype).removeprefix('torch.')} matmul peak, {peak:.0f} GFLOP/s)")
     atomic_write_json(a.out, report)
     print(f"wrote {a.out}")
