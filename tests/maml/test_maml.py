@@ -310,3 +310,40 @@ def test_restoring_the_best_weights_keeps_the_meta_iteration_count():
     for name, value in maml.state_dict().items():
         if name != "iteration":
             torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second_order", "first_order"])
+def test_autograd_and_torch_func_inner_gradients_give_bit_identical_meta_gradients(monkeypatch, first_order):
+    """The per-task path takes inner gradients with torch.autograd.grad; torch.func.grad (kept for the inner loop
+    inside a torch.func transform) must give the same meta-gradient to the last bit, with BatchNorm in the model."""
+    import meta_learning.maml.functional as functional
+
+    calls = {"transformed": 0, "plain": 0}
+    real = functional.support_gradients
+
+    def counted(loss_of, point, buffers, first_order, transformed, force=None):
+        calls["transformed" if (transformed if force is None else force) else "plain"] += 1
+        return real(loss_of, point, buffers, first_order, transformed if force is None else force)
+
+    episodes = tasks((1, 28, 28), n=2)
+    results = []
+    for force in (None, True):
+        model = conv4()
+        maml = MAML(model, lr_inner=0.3, num_inner_steps=2, first_order=first_order)
+        monkeypatch.setattr(functional, "support_gradients", lambda *a, force=force: counted(*a, force=force))
+        maml.meta_backward(episodes)
+        results.append([p.grad.clone() for p in model.parameters()])
+    assert calls == {"plain": 4, "transformed": 4}  # 2 tasks x 2 steps each way; plain is the default path
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_adapt_under_inference_mode_names_the_cause():
+    maml = MAML(mlp(), lr_inner=0.1)
+    ep = tasks((4,), n=1)[0]
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inference_mode\(\) forbids.*torch.no_grad"):
+        maml.adapt((ep.support_x, ep.support_y), num_steps=1)
+    with torch.no_grad():  # the suggested way works and leaves the meta-parameters alone
+        before = [p.clone() for p in maml.parameters()]
+        maml.adapt((ep.support_x, ep.support_y), num_steps=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, maml.parameters(), strict=True))

@@ -11,8 +11,13 @@ Notation (Finn et al. 2017; Li et al. 2017; Antoniou et al. 2019):
 - Second order: the inner gradients keep their graph, so ``dL_Q(p_S)/dtheta`` differentiates through every step.
   First order (FOMAML): the inner gradients are constants, so ``dL_Q(p_S)/dtheta = dL_Q(p_S)/dp_S``.
 
-Buffers are passed explicitly to every transformed call: mutating a captured tensor inside ``torch.func.grad`` is
-an error, and the caller decides whether updates are kept. MAML passes ``None`` for BatchNorm running statistics
+Inner gradients: ``torch.autograd.grad`` (``create_graph`` for second order) on the plain per-task path, and
+``torch.func.grad`` only where the inner loop runs inside a ``torch.func`` transform (the vmap-batched path, where
+autograd.grad cannot be called). The two give bit-identical meta-gradients; functorch's wrapping of every operation
+cost 3-6% of a Conv4 meta-step (benchmarks/RESULTS.md, MAML family).
+
+Buffers are passed explicitly to every forward: mutating a captured tensor inside ``torch.func.grad`` is an error,
+and the caller decides whether updates are kept. MAML passes ``None`` for BatchNorm running statistics
 (:func:`~meta_learning.maml.batchnorm.running_stat_names`), so BatchNorm normalises with batch statistics whatever
 the module's train/eval mode and the running statistics are neither read nor updated.
 """
@@ -65,6 +70,41 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str
     return functional_call(model, (dict(params), dict(buffers)), (x,), strict=False)  # type: ignore[arg-type]
 
 
+def _under_functorch(tensors: Iterable[Tensor]) -> bool:
+    """Whether any of ``tensors`` is wrapped by a ``torch.func`` transform (vmap, grad) being traced."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    if wrapped is None:  # an unknown torch: the transform-safe path, slower but exact
+        return True
+    return any(wrapped(t) for t in tensors)
+
+
+def support_gradients(
+    loss_of: Callable[[Params, Buffers], Tensor], point: Params, buffers: Buffers, first_order: bool, transformed: bool
+) -> dict[str, Tensor]:
+    """``dL_S/dp`` at ``point`` for every name in it (``loss_of(p, buffers)``; the buffers are an argument, not
+    captured, since a transform refuses the mutation of a captured tensor).
+
+    Second order (``first_order=False``, gradients enabled, ``point`` with a graph): the gradients keep their graph
+    (``create_graph``), so they are differentiable with respect to ``theta`` and to anything the loss captured.
+    Otherwise they are constants, taken at detached copies of ``point``. Names the loss does not use get zero
+    gradients (as ``torch.func.grad`` gives). ``transformed``: inside a ``torch.func`` transform, where only
+    ``torch.func.grad`` can differentiate.
+    """
+    if transformed:
+        return grad(loss_of)(point, buffers)
+    keep_graph = torch.is_grad_enabled() and not first_order
+    with torch.enable_grad():
+        leaves = {k: v if keep_graph and v.requires_grad else v.detach().requires_grad_() for k, v in point.items()}
+        grads = torch.autograd.grad(
+            loss_of(leaves, buffers),
+            list(leaves.values()),
+            create_graph=keep_graph,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+    return dict(zip(leaves, grads, strict=True))
+
+
 def inner_loop(
     model: nn.Module,
     params: Params,
@@ -96,13 +136,19 @@ def inner_loop(
     Returns:
         The parameters after each step; ``result[s]`` holds all names (adapted and not).
     """
+    if num_steps > 0 and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "the inner loop takes gradient steps, which torch.inference_mode() forbids; adapt or predict under "
+            "torch.no_grad() instead (no graph to the meta-parameters is built there either)"
+        )
     names = list(inner_names)
     trajectory = [params]
     current = params
+    transformed = _under_functorch([x, *params.values()])
     for s in range(num_steps):
         frozen = {k: v for k, v in current.items() if k not in names}
-        # First order: the inner gradient is a constant, so it is taken at detached parameters; otherwise
-        # torch.func.grad would record the support pass's graph back to theta for nothing.
+        # First order: the inner gradient is a constant, so it is taken at detached parameters; otherwise the
+        # support pass's graph back to theta would be recorded for nothing.
         point = {k: current[k].detach() if first_order else current[k] for k in names}
         if first_order:
             frozen = {k: v.detach() for k, v in frozen.items()}
@@ -112,7 +158,7 @@ def inner_loop(
 
         if before_forward is not None:
             before_forward(s)
-        grads = grad(support_loss)(point, buffers)
+        grads = support_gradients(support_loss, point, buffers, first_order, transformed)
         alpha = step_size(s) if callable(step_size) else step_size
         current = gradient_step(current, {k: grads[k].detach() if first_order else grads[k] for k in names}, alpha)
         trajectory.append(current)

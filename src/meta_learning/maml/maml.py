@@ -58,6 +58,8 @@ def _model_call(fn: Callable[[], Any], what: str) -> Any:
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, IndexError) as err:
+        if torch.is_inference_mode_enabled():  # not the inputs: inference mode forbids the inner loop's gradients
+            raise
         raise ValueError(f"{what} do not fit the model or its loss: {err}") from err
 
 
@@ -443,7 +445,7 @@ class MAML(nn.Module):
         """
         ep = as_episode(task_support)
         check_task_inputs(ep.support_x, ep.support_y)
-        with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to theta is built
+        with torch.no_grad():  # the inner loop still differentiates inside; no graph to theta is built
             final = _model_call(
                 lambda: self.adapt_params(ep.support_x, ep.support_y, num_steps, first_order=True)[-1],
                 f"support_x {tuple(ep.support_x.shape)} and support_y {tuple(ep.support_y.shape)}",
