@@ -13,6 +13,7 @@ Usage:
     python benchmarks/maml_throughput.py --peers-python /path/to/venv/bin/python --rounds 3
     python benchmarks/maml_throughput.py --impl ours --steps 1 --order 2   # one configuration (worker mode)
     python benchmarks/maml_throughput.py --ab-pool-before-relu 8 --out benchmarks/out/maml_pool_relu_ab.json
+    python benchmarks/maml_throughput.py --ab-inner-grad 8 --out benchmarks/out/maml_inner_grad_ab.json
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -132,39 +134,69 @@ def worker(
     return result
 
 
-def ab_pool_before_relu(rounds: int, threads: int, out: str) -> None:
-    """Ours only, in one process: the conventional block order vs maxpool before ReLU, meta-batches alternating
-    (order swapped every round) so that machine drift hits both alike; prints the medians and paired ratios."""
+def ab_ours(names: tuple[str, str], make_steps: Callable[[int, int], dict[bool, Callable]], rounds: int,
+            threads: int, out: str) -> None:  # fmt: skip
+    """Ours only, in one process: two variants of the meta-step (``make_steps(steps, order)`` gives them as
+    ``{False: first, True: second}``), meta-batches alternating (order swapped every round) so that machine drift
+    hits both alike; prints the medians and paired ratios (first's time / second's)."""
     from _machine import machine_info
 
     from meta_learning._io import atomic_write_json
 
     torch.set_num_threads(threads)
     b = batch(torch.Generator().manual_seed(0))
-    report: dict[str, object] = {"machine": machine_info(), "rounds": rounds}
+    report: dict[str, object] = {"machine": machine_info(), "rounds": rounds, "variants": list(names)}
     for steps, order in ((1, 2), (1, 1), (5, 2), (5, 1)):
-        step = {}
-        for swap in (False, True):
-            torch.manual_seed(0)
-            step[swap], _ = ours_step(conv4(swap), steps, order == 1)
+        step = make_steps(steps, order)
+        for second in (False, True):
             for _ in range(2):  # warm-up
-                step[swap](b)
+                step[second](b)
         times: dict[bool, list[float]] = {False: [], True: []}
         for r in range(rounds):
-            for swap in (False, True) if r % 2 == 0 else (True, False):
+            for second in (False, True) if r % 2 == 0 else (True, False):
                 t = time.perf_counter()
-                step[swap](b)
-                times[swap].append(time.perf_counter() - t)
-        conv, swapped = statistics.median(times[False]), statistics.median(times[True])
-        ratios = [c / s for c, s in zip(times[False], times[True], strict=True)]
-        report[f"steps{steps}_order{order}"] = {"conventional_tasks_per_s": META_BATCH / conv,
-                                                "pool_before_relu_tasks_per_s": META_BATCH / swapped,
-                                                "speedup": conv / swapped, "paired_ratios": ratios}  # fmt: skip
-        print(f"steps={steps} order={order}: conventional {META_BATCH / conv:6.2f} tasks/s, pool before ReLU "
-              f"{META_BATCH / swapped:6.2f} tasks/s ({conv / swapped:.3f}x; paired ratios "
+                step[second](b)
+                times[second].append(time.perf_counter() - t)
+        first, other = statistics.median(times[False]), statistics.median(times[True])
+        ratios = [a / c for a, c in zip(times[False], times[True], strict=True)]
+        report[f"steps{steps}_order{order}"] = {f"{names[0]}_tasks_per_s": META_BATCH / first,
+                                                f"{names[1]}_tasks_per_s": META_BATCH / other,
+                                                "speedup": first / other, "paired_ratios": ratios}  # fmt: skip
+        print(f"steps={steps} order={order}: {names[0]} {META_BATCH / first:6.2f} tasks/s, {names[1]} "
+              f"{META_BATCH / other:6.2f} tasks/s ({first / other:.3f}x; paired ratios "
               f"{min(ratios):.2f}-{max(ratios):.2f})", flush=True)  # fmt: skip
     atomic_write_json(out, report)
     print(f"wrote {out}")
+
+
+def pool_before_relu_steps(steps: int, order: int) -> dict[bool, Callable]:
+    """The conventional block order (False) and maxpool before ReLU (True), same initial weights."""
+    made = {}
+    for swap in (False, True):
+        torch.manual_seed(0)
+        made[swap], _ = ours_step(conv4(swap), steps, order == 1)
+    return made
+
+
+def inner_grad_steps(steps: int, order: int) -> dict[bool, Callable]:
+    """The inner loop's gradients by torch.func.grad (False: the path before, kept for torch.func transforms) and by
+    torch.autograd.grad (True: the per-task default), same initial weights."""
+    import meta_learning.maml.functional as functional
+
+    made = {}
+    for plain in (False, True):
+        torch.manual_seed(0)
+        made[plain], _ = ours_step(conv4(), steps, order == 1)
+    plain_step, real = made[False], functional._under_functorch
+
+    def via_func_grad(b):
+        functional._under_functorch = lambda tensors: True  # as if inside a transform: torch.func.grad
+        try:
+            plain_step(b)
+        finally:
+            functional._under_functorch = real
+
+    return {False: via_func_grad, True: made[True]}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -219,6 +251,8 @@ def main() -> None:
                     help="both libraries' Conv4 blocks run maxpool before ReLU (as meta_learning's Conv4)")  # fmt: skip
     ap.add_argument("--ab-pool-before-relu", type=int, metavar="ROUNDS", default=0,
                     help="instead: ours, conventional vs pool-before-ReLU, ROUNDS alternating meta-steps")  # fmt: skip
+    ap.add_argument("--ab-inner-grad", type=int, metavar="ROUNDS", default=0,
+                    help="instead: ours, inner gradients by torch.func.grad vs torch.autograd.grad")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure each configuration this many times, the libraries alternating")  # fmt: skip
     ap.add_argument("--out", default="benchmarks/out/maml_throughput.json")
@@ -226,7 +260,10 @@ def main() -> None:
     if a.rounds < 1:
         raise ValueError(f"--rounds={a.rounds} must be >= 1")
     if a.ab_pool_before_relu:
-        ab_pool_before_relu(a.ab_pool_before_relu, a.threads, a.out)
+        ab_ours(("conventional", "pool_before_relu"), pool_before_relu_steps, a.ab_pool_before_relu, a.threads, a.out)
+        return
+    if a.ab_inner_grad:
+        ab_ours(("func_grad", "autograd"), inner_grad_steps, a.ab_inner_grad, a.threads, a.out)
         return
     if a.impl:
         print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads, a.precision, a.channels_last,
