@@ -14,7 +14,7 @@ Notation (Finn et al. 2017; Li et al. 2017; Antoniou et al. 2019):
 Inner gradients: ``torch.autograd.grad`` (``create_graph`` for second order) on the plain per-task path, and
 ``torch.func.grad`` only where the inner loop runs inside a ``torch.func`` transform (the vmap-batched path, where
 autograd.grad cannot be called). The two give bit-identical meta-gradients; functorch's wrapping of every operation
-cost 3-6% of a Conv4 meta-step (benchmarks/RESULTS.md, MAML family).
+cost 0-3% of a Conv4 meta-step in an alternating in-process A/B (benchmarks/RESULTS.md, MAML family).
 
 Buffers are passed explicitly to every forward: mutating a captured tensor inside ``torch.func.grad`` is an error,
 and the caller decides whether updates are kept. MAML passes ``None`` for BatchNorm running statistics
