@@ -343,6 +343,8 @@ def test_adapt_under_inference_mode_names_the_cause():
     ep = tasks((4,), n=1)[0]
     with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inference_mode\(\) forbids.*torch.no_grad"):
         maml.adapt((ep.support_x, ep.support_y), num_steps=1)
+    with torch.inference_mode(), pytest.raises(ValueError, match="do not fit the model"):  # still an input error
+        maml.predict(ep.support_x[:, :2], ep.support_y, ep.query_x[:, :2], num_steps=0)
     with torch.no_grad():  # the suggested way works and leaves the meta-parameters alone
         before = [p.clone() for p in maml.parameters()]
         maml.adapt((ep.support_x, ep.support_y), num_steps=1)

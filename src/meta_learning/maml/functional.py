@@ -70,12 +70,14 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str
     return functional_call(model, (dict(params), dict(buffers)), (x,), strict=False)  # type: ignore[arg-type]
 
 
+class InferenceModeError(RuntimeError):
+    """The inner loop was asked for gradient steps under ``torch.inference_mode()``, which forbids them."""
+
+
 def _under_functorch(tensors: Iterable[Tensor]) -> bool:
-    """Whether any of ``tensors`` is wrapped by a ``torch.func`` transform (vmap, grad) being traced."""
-    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    if wrapped is None:  # an unknown torch: the transform-safe path, slower but exact
-        return True
-    return any(wrapped(t) for t in tensors)
+    """Whether any of ``tensors`` is wrapped by a ``torch.func`` transform (vmap, grad) being traced (a private
+    torch function: a torch without it fails here loudly rather than picking a path silently)."""
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
 def support_gradients(
@@ -137,7 +139,7 @@ def inner_loop(
         The parameters after each step; ``result[s]`` holds all names (adapted and not).
     """
     if num_steps > 0 and torch.is_inference_mode_enabled():
-        raise RuntimeError(
+        raise InferenceModeError(
             "the inner loop takes gradient steps, which torch.inference_mode() forbids; adapt or predict under "
             "torch.no_grad() instead (no graph to the meta-parameters is built there either)"
         )

@@ -31,6 +31,7 @@ from meta_learning.maml.batchnorm import per_step_modules, running_stat_names, s
 from meta_learning.maml.distributed import all_reduce_gradients, all_reduce_sum, shard, world
 from meta_learning.maml.functional import (
     Buffers,
+    InferenceModeError,
     LossFn,
     Params,
     default_loss,
@@ -55,11 +56,9 @@ def _model_call(fn: Callable[[], Any], what: str) -> Any:
     that names them; out-of-memory errors pass through."""
     try:
         return fn()
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, InferenceModeError):  # not about the inputs
         raise
     except (RuntimeError, IndexError) as err:
-        if torch.is_inference_mode_enabled():  # not the inputs: inference mode forbids the inner loop's gradients
-            raise
         raise ValueError(f"{what} do not fit the model or its loss: {err}") from err
 
 
