@@ -35,7 +35,7 @@ Acquisition-search variants (shipped priors; ``GPStrategy`` options changed):
 
 Usage:
     python benchmarks/search_bo_priors.py --reference benchmarks/out/search_bo.json --seeds 20 --workers 2
-    # fresh seeds 20-39, Optuna GPSampler run here on seeds 0-39:
+    # fresh seeds 20-39, Optuna GPSampler run here on the same seeds:
     python benchmarks/search_bo_priors.py --reference run --first-seed 20 --seeds 20 --variants default
 """
 
@@ -238,7 +238,6 @@ VARIANTS: dict[str, Variant] = {
 def run_variant(name: str, fn: str, seeds: int, first_seed: int = 0) -> list[list[float]]:
     """Values in trial order of our GP strategy with the variant's priors, seeds ``first_seed ..
     first_seed + seeds - 1``."""
-    torch.set_num_threads(1)
     original_init = GPStrategy.__init__
     variant = VARIANTS[name]
 
@@ -258,18 +257,15 @@ def run_variant(name: str, fn: str, seeds: int, first_seed: int = 0) -> list[lis
             space, n, incumbents[:0], generator
         )
     try:
-        return [
-            search_bo.run_method("ours-gp", fn, s, max(BUDGETS))["values"]
-            for s in range(first_seed, first_seed + seeds)
-        ]
+        return method_runs("ours-gp", fn, seeds, first_seed)
     finally:
         GPStrategy.__init__ = original_init  # type: ignore[method-assign]
 
 
-def optuna_gp_runs(fn: str, seeds: int) -> list[list[float]]:
-    """Optuna GPSampler's values in trial order on seeds ``0..seeds-1`` (as ``search_bo.py`` runs it)."""
+def method_runs(method: str, fn: str, seeds: int, first_seed: int = 0) -> list[list[float]]:
+    """A ``search_bo.py`` method's values in trial order on seeds ``first_seed .. first_seed + seeds - 1``."""
     torch.set_num_threads(1)
-    return [search_bo.run_method("optuna-gp", fn, s, max(BUDGETS))["values"] for s in range(seeds)]
+    return [search_bo.run_method(method, fn, s, max(BUDGETS))["values"] for s in range(first_seed, first_seed + seeds)]
 
 
 def compare(values: list[list[float]], reference: list[list[float]], f_star: float) -> dict[str, Any]:
@@ -304,33 +300,34 @@ def main() -> None:
 
     from meta_learning._io import atomic_write_json
 
-    if a.reference == "run":  # Optuna GPSampler here, the same seeds: index i of its runs is seed i
-        with ProcessPoolExecutor(a.workers, max_tasks_per_child=1) as pool:
-            optuna_runs = {f: pool.submit(optuna_gp_runs, f, a.first_seed + a.seeds) for f in a.functions}
-            ref = {f: {"runs": {"optuna-gp": fut.result()}} for f, fut in optuna_runs.items()}
-    else:
+    stored: dict[str, list[list[float]]] = {}  # Optuna GPSampler's runs of the compared seeds, per function
+    if a.reference != "run":
         ref = json.loads(Path(a.reference).read_text())["regret"]
-    for f in a.functions:  # before hours of runs: the reference must hold every seed asked for
-        held = len(ref[f]["runs"]["optuna-gp"]) if f in ref else 0
-        if held < a.first_seed + a.seeds:
-            raise ValueError(f"--reference holds {held} Optuna GP runs of {f}; --first-seed {a.first_seed} "
-                             f"--seeds {a.seeds} needs {a.first_seed + a.seeds}")  # fmt: skip
+        for f in a.functions:  # before hours of runs: the reference must hold every seed asked for
+            held = ref[f]["runs"]["optuna-gp"] if f in ref else []
+            if len(held) < a.first_seed + a.seeds:
+                raise ValueError(f"--reference holds {len(held)} Optuna GP runs of {f}; --first-seed "
+                                 f"{a.first_seed} --seeds {a.seeds} needs {a.first_seed + a.seeds}")  # fmt: skip
+            stored[f] = held[a.first_seed : a.first_seed + a.seeds]
     jobs = [(v, f) for v in a.variants for f in a.functions]
     with ProcessPoolExecutor(a.workers, max_tasks_per_child=1) as pool:  # a fresh process per job
         futures = {job: pool.submit(run_variant, *job, a.seeds, a.first_seed) for job in jobs}
+        # --reference run: Optuna on the same seeds, in the same pool
+        optuna = {f: pool.submit(method_runs, "optuna-gp", f, a.seeds, a.first_seed)
+                  for f in a.functions if f not in stored}  # fmt: skip
         runs = {job: fut.result() for job, fut in futures.items()}
+        stored.update({f: fut.result() for f, fut in optuna.items()})
     report: dict[str, Any] = {"machine": machine_info(), "reference": a.reference, "seeds": a.seeds,
                               "first_seed": a.first_seed, "cells": []}  # fmt: skip
     if a.reference == "run":
         import optuna
 
         report["optuna"] = optuna.__version__
-        report["optuna_gp_runs"] = {f: r["runs"]["optuna-gp"] for f, r in ref.items()}
+        report["optuna_gp_runs"] = stored  # seeds first_seed .. first_seed + seeds - 1
     print(f"{'variant':12} {'function':10} " + " ".join(f"{'@' + str(b) + ' ours / Optuna GP (better, p)':>36}"
                                                      for b in BUDGETS))  # fmt: skip
     for (v, f), values in runs.items():
-        reference = ref[f]["runs"]["optuna-gp"][a.first_seed : a.first_seed + a.seeds]
-        cell = compare(values, reference, search_bo.FUNCTIONS[f][2])
+        cell = compare(values, stored[f], search_bo.FUNCTIONS[f][2])
         report["cells"].append({"variant": v, "function": f, "values": values, "budgets": cell})
         parts = [f"{c['median_ours']:.3g} / {c['median_optuna_gp']:.3g} ({c['ours_better']}/{c['n']}, "
                  f"p={c['wilcoxon_p']:.2f})" for c in cell.values()]  # fmt: skip
