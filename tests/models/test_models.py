@@ -5,6 +5,7 @@ import torch
 from torch.func import functional_call, grad
 
 from meta_learning import MLP, Conv4, ResNet12
+from meta_learning.models import MaxPool2x2
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_conv4_standard_layout():
     model = Conv4(in_channels=1)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    pools = [m for m in model.modules() if isinstance(m, MaxPool2x2)]
     assert [c.out_channels for c in convs] == [64] * 4 and all(c.kernel_size == (3, 3) for c in convs)
     assert len(bns) == 4 and len(pools) == 4
     conv = lambda cin: cin * 64 * 9 + 64  # noqa: E731
@@ -45,11 +46,12 @@ def test_conv4_standard_layout():
 
 
 def _conventional_conv4(model: Conv4) -> torch.nn.Sequential:
-    """The papers' block order, conv -> BatchNorm -> ReLU -> maxpool, sharing ``model``'s parameters."""
+    """The papers' block order, conv -> BatchNorm -> ReLU -> maxpool, sharing ``model``'s parameters, with
+    PyTorch's own ``nn.MaxPool2d``."""
     layers: list[torch.nn.Module] = []
     for block in model.features:
         conv, bn = block[0], block[1]
-        pools = [m for m in block if isinstance(m, torch.nn.MaxPool2d)]
+        pools = [torch.nn.MaxPool2d(2) for m in block if isinstance(m, MaxPool2x2)]
         layers += [conv, bn, torch.nn.ReLU(), *pools]
     return torch.nn.Sequential(*layers, torch.nn.Flatten())
 
@@ -61,7 +63,7 @@ def test_conv4_pool_before_relu_is_the_conventional_block_exactly(pool_blocks):
     torch.manual_seed(0)
     model = Conv4(in_channels=1, hidden_channels=8, pool_blocks=pool_blocks).double()
     blocks = [[type(m) for m in b] for b in model.features]
-    assert blocks[0] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, torch.nn.ReLU]
+    assert blocks[0] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, MaxPool2x2, torch.nn.ReLU]
     reference = _conventional_conv4(model)
     x = torch.randn(6, 1, 16, 16, dtype=torch.float64)
     x[:, :, :4] = 0.0  # constant rows: BatchNorm maps them to equal values, ties inside pooling windows

@@ -2,6 +2,7 @@
 
 from meta_learning.models.conv4 import Conv4, conv_block
 from meta_learning.models.mlp import MLP
+from meta_learning.models.pooling import MaxPool2x2, max_pool2x2
 from meta_learning.models.resnet12 import ResNet12
 
-__all__ = ["MLP", "Conv4", "ResNet12", "conv_block"]
+__all__ = ["MLP", "Conv4", "MaxPool2x2", "ResNet12", "conv_block", "max_pool2x2"]

@@ -8,6 +8,8 @@ so both pick the same maximum; where a window's maximum is <= 0 both give 0 and 
 every order of backward, and the ReLU and its backward then touch a quarter of the elements: a MAML meta-step on
 Conv4 (1 or 5 inner steps, first or second order) runs 1.06-1.12x faster (benchmarks/RESULTS.md, MAML
 throughput). The state-dict keys are those of the conventional order (the reordered modules hold no parameters).
+The pooling is :class:`~meta_learning.models.pooling.MaxPool2x2`, ``nn.MaxPool2d(2)``'s values and gradients
+computed without PyTorch's slow CPU kernel for that layer.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from meta_learning._checks import check_non_negative_int, check_positive_int
+from meta_learning.models.pooling import MaxPool2x2
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = True, padding: int = 1) -> nn.Sequential:
-    """conv3x3 -> BatchNorm2d -> ReLU [-> MaxPool2d(2)], computed as conv -> BatchNorm [-> MaxPool2d(2)] -> ReLU
+    """conv3x3 -> BatchNorm2d -> ReLU [-> MaxPool2d(2)], computed as conv -> BatchNorm [-> MaxPool2x2] -> ReLU
     (the same function and gradients, a quarter of the ReLU work; module notes). ``padding`` of the convolution:
     1 keeps the map's size, 0 shrinks it by 2."""
     layers: list[nn.Module] = [
@@ -30,7 +33,7 @@ def conv_block(in_channels: int, out_channels: int, pool: bool = True, padding: 
         nn.BatchNorm2d(out_channels),
     ]
     if pool:
-        layers.append(nn.MaxPool2d(2))
+        layers.append(MaxPool2x2())
     layers.append(nn.ReLU(inplace=False))
     return nn.Sequential(*layers)
 

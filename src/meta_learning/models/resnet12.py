@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from meta_learning._checks import check_positive_int
+from meta_learning.models.pooling import MaxPool2x2
 
 
 class ResidualBlock(nn.Module):
@@ -29,7 +30,7 @@ class ResidualBlock(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
         self.act = nn.LeakyReLU(0.1)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = MaxPool2x2()  # nn.MaxPool2d(2), exactly, without its slow CPU kernel
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
