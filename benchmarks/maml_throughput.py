@@ -14,6 +14,8 @@ Usage:
     python benchmarks/maml_throughput.py --impl ours --steps 1 --order 2   # one configuration (worker mode)
     python benchmarks/maml_throughput.py --ab-pool-before-relu 8 --out benchmarks/out/maml_pool_relu_ab.json
     python benchmarks/maml_throughput.py --ab-inner-grad 8 --out benchmarks/out/maml_inner_grad_ab.json
+    python benchmarks/maml_throughput.py --ab-fast-pool 8 --out benchmarks/out/maml_fast_pool_ab.json
+    python benchmarks/maml_throughput.py --pool-before-relu --fast-pool ours --rounds 3   # each library's layers
 """
 
 from __future__ import annotations
@@ -39,14 +41,22 @@ WAYS, SHOTS, QUERIES, META_BATCH, INNER_LR, OUTER_LR = 5, 1, 15, 32, 0.4, 1e-3
 REPO = Path(__file__).resolve().parents[1]
 
 
-def conv4(pool_before_relu: bool = False) -> nn.Module:
+def conv4(pool_before_relu: bool = False, fast_pool: bool = False) -> nn.Module:
     """The baseline's model, built from plain layers so that both libraries run the same network; with
     ``pool_before_relu`` each block runs maxpool before ReLU, as ``meta_learning.models.Conv4`` does (the same
-    function and gradients, a quarter of the ReLU work)."""
+    function and gradients, a quarter of the ReLU work); with ``fast_pool`` the pooling is
+    ``meta_learning.models.MaxPool2x2`` (``nn.MaxPool2d(2)``'s values and gradients without its slow CPU kernel),
+    as in ``meta_learning.models.Conv4``."""
+    if fast_pool:
+        from meta_learning.models import MaxPool2x2
+
+        pool: Callable[[], nn.Module] = MaxPool2x2
+    else:
+        pool = lambda: nn.MaxPool2d(2)  # noqa: E731
     layers: list[nn.Module] = []
     c = 1
     for _ in range(4):
-        act_pool = [nn.MaxPool2d(2), nn.ReLU()] if pool_before_relu else [nn.ReLU(), nn.MaxPool2d(2)]
+        act_pool = [pool(), nn.ReLU()] if pool_before_relu else [nn.ReLU(), pool()]
         layers += [nn.Conv2d(c, 64, 3, padding=1), nn.BatchNorm2d(64, track_running_stats=False), *act_pool]
         c = 64
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64, WAYS))
@@ -94,11 +104,11 @@ def l2l_step(model: nn.Module, steps: int, first_order: bool):
 
 def worker(
     impl: str, steps: int, order: int, iters: int, warmup: int, threads: int, precision: str = "fp32",
-    channels_last: bool = False, pool_before_relu: bool = False,
+    channels_last: bool = False, pool_before_relu: bool = False, fast_pool: bool = False,
 ) -> dict:  # fmt: skip
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = conv4(pool_before_relu)
+    model = conv4(pool_before_relu, fast_pool)
     b = batch(torch.Generator().manual_seed(0))
     if channels_last:  # the 1-channel images are laid out the same either way; the convolutions follow the weights
         model = model.to(memory_format=torch.channels_last)
@@ -121,6 +131,7 @@ def worker(
     result = {
         "impl": impl, "inner_steps": steps, "order": order, "threads": torch.get_num_threads(),
         "precision": precision, "channels_last": channels_last, "pool_before_relu": pool_before_relu,
+        "fast_pool": fast_pool,
         "median_s_per_metabatch": med, "tasks_per_s": META_BATCH / med,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
@@ -175,6 +186,16 @@ def pool_before_relu_steps(steps: int, order: int) -> dict[bool, Callable]:
     for swap in (False, True):
         torch.manual_seed(0)
         made[swap], _ = ours_step(conv4(swap), steps, order == 1)
+    return made
+
+
+def fast_pool_steps(steps: int, order: int) -> dict[bool, Callable]:
+    """Maxpool-before-ReLU Conv4 with nn.MaxPool2d (False) and with meta_learning's MaxPool2x2 (True), same
+    initial weights."""
+    made = {}
+    for fast in (False, True):
+        torch.manual_seed(0)
+        made[fast], _ = ours_step(conv4(True, fast), steps, order == 1)
     return made
 
 
@@ -251,6 +272,11 @@ def main() -> None:
                     help="both libraries' Conv4 blocks run maxpool before ReLU (as meta_learning's Conv4)")  # fmt: skip
     ap.add_argument("--ab-pool-before-relu", type=int, metavar="ROUNDS", default=0,
                     help="instead: ours, conventional vs pool-before-ReLU, ROUNDS alternating meta-steps")  # fmt: skip
+    ap.add_argument("--fast-pool", choices=["none", "both", "ours"], default="none",
+                    help="which library's Conv4 pools with meta_learning.models.MaxPool2x2 instead of nn.MaxPool2d: "
+                         "none (the same plain network in both), both, or ours (each library's own layer)")  # fmt: skip
+    ap.add_argument("--ab-fast-pool", type=int, metavar="ROUNDS", default=0,
+                    help="instead: ours, nn.MaxPool2d vs MaxPool2x2 (pool before ReLU)")  # fmt: skip
     ap.add_argument("--ab-inner-grad", type=int, metavar="ROUNDS", default=0,
                     help="instead: ours, inner gradients by torch.func.grad vs torch.autograd.grad")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=1,
@@ -262,12 +288,15 @@ def main() -> None:
     if a.ab_pool_before_relu:
         ab_ours(("conventional", "pool_before_relu"), pool_before_relu_steps, a.ab_pool_before_relu, a.threads, a.out)
         return
+    if a.ab_fast_pool:
+        ab_ours(("nn_maxpool2d", "maxpool2x2"), fast_pool_steps, a.ab_fast_pool, a.threads, a.out)
+        return
     if a.ab_inner_grad:
         ab_ours(("func_grad", "autograd"), inner_grad_steps, a.ab_inner_grad, a.threads, a.out)
         return
     if a.impl:
         print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads, a.precision, a.channels_last,
-                                a.pool_before_relu)))  # fmt: skip
+                                a.pool_before_relu, a.fast_pool != "none")))  # fmt: skip
         return
     from _machine import machine_info, matmul_peak_gflops
 
@@ -284,6 +313,8 @@ def main() -> None:
                            "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads),
                            "--precision", a.precision] + (["--channels-last"] if a.channels_last else [])  # fmt: skip
                     cmd += ["--pool-before-relu"] if a.pool_before_relu else []
+                    fast = a.fast_pool == "both" or (a.fast_pool == "ours" and impl == "ours")
+                    cmd += ["--fast-pool", "both" if fast else "none"]
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                     rows.append({**json.loads(out.strip().splitlines()[-1]), "round": rnd})
                     r = rows[-1]
@@ -296,7 +327,8 @@ def main() -> None:
     ).stdout.strip()
     summary = summarise(rows)
     report = {"machine": machine_info(), "matmul_peak_gflops": peak, "matmul_peak_dtype": str(peak_dtype),
-              "learn2learn": l2l_version, "rounds": a.rounds, "rows": rows, "summary": summary}  # fmt: skip
+              "learn2learn": l2l_version, "rounds": a.rounds, "fast_pool": a.fast_pool, "rows": rows,
+              "summary": summary}  # fmt: skip
     print(f"\n{'inner steps':>11} {'order':>5} {'l2l tasks/s':>12} {'ours tasks/s':>13} {'speed-up (range)':>18} "
           f"{'l2l RSS':>11} {'ours RSS':>11} {'ours GFLOP/s':>12}")  # fmt: skip
     for c in summary:
