@@ -39,7 +39,9 @@ def derivatives(pool, x, seed=1):
     return y.detach(), dx.detach(), dg
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 3, 9, 7), (3, 5, 6), (1, 1, 2, 2), (4, 2, 3, 3), (75, 4, 28, 28)])
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 8, 8), (2, 3, 9, 7), (3, 5, 6), (1, 1, 2, 2), (4, 2, 3, 3), (75, 4, 28, 28), (1, 1, 2, 40_001)]
+)
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
 def test_values_gradients_and_second_derivatives_are_max_pool2d_bit_for_bit(shape, dtype):
     x = tied(shape, dtype)

@@ -26,7 +26,7 @@ Notation: ``x [..., H, W]``, ``h = ⌊H/2⌋``, ``w = ⌊W/2⌋``; the window of
 
 The autograd function follows the ``setup_context`` style, so ``torch.func.grad`` works through it; it has no
 ``vmap`` rule (``torch.func.vmap`` raises), and ``meta_learning.maml``'s batched path does not accept the layer.
-Channels-last inputs go to ``max_pool2d`` directly: its channels-last kernel is vectorised already.
+Channels-last and non-CPU inputs go to ``max_pool2d`` directly: its kernels for them are fast already.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _indices(x: Tensor) -> Tensor:
     # offset within the window: k_c0 on the top row, width + k_c1 on the bottom one (uint8 wraps harmlessly:
     # k_c1 - k_c0 + 2 is 1, 2 or 3 modulo 256)
     k = k_c0 + k_r * (k_c1 - k_c0 + 2)  # 0, 1 (top row) or 2, 3 (bottom row)
-    k16 = k.to(torch.int16)
+    k16 = k.to(torch.int16 if width < 2**15 - 1 else torch.int64)  # the offset reaches width + 1
     offset = (k16 & 1) + (k16 >> 1) * width
     rows = torch.arange(0, 2 * h, 2, device=x.device).view(-1, 1) * width
     return rows + torch.arange(0, 2 * w, 2, device=x.device) + offset  # int64
@@ -86,8 +86,8 @@ class _MaxPool2x2(torch.autograd.Function):
 
 def max_pool2x2(x: Tensor) -> Tensor:
     """``torch.nn.functional.max_pool2d(x, 2)`` for a ``[C, H, W]`` or ``[N, C, H, W]`` floating-point tensor with
-    ``H, W >= 2``: the same values and derivatives of every order, bit for bit (module notes). Channels-last
-    tensors go to ``max_pool2d`` itself, whose channels-last kernel is vectorised already."""
+    ``H, W >= 2``: the same values and derivatives of every order, bit for bit (module notes). Channels-last and
+    non-CPU tensors go to ``max_pool2d`` itself, whose kernels for them are fast already."""
     if not isinstance(x, Tensor):
         raise TypeError(f"max_pool2x2 input x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4) or x.shape[-1] < 2 or x.shape[-2] < 2:
@@ -95,7 +95,9 @@ def max_pool2x2(x: Tensor) -> Tensor:
                          f"{tuple(x.shape)}")  # fmt: skip
     if not x.is_floating_point():
         raise TypeError(f"max_pool2x2 input x must be floating point, got dtype {x.dtype}")
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if x.device.type != "cpu" or (
+        x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    ):  # GPU kernels and the channels-last CPU kernel are fast already
         return F.max_pool2d(x, 2)
     return _MaxPool2x2.apply(x)[0]
 
