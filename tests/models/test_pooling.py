@@ -6,10 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from meta_learning.models import Conv4, MaxPool2x2, max_pool2x2
-from meta_learning.models.pooling import _indices
+from meta_learning.models import Conv4, MaxPool2x2, max_pool2x2, pooling
+from meta_learning.models.pooling import _pool
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def every_size_takes_the_strided_path(monkeypatch):
+    # small maps go to max_pool2d itself (cheaper there); the tests exercise the strided computation at every size
+    monkeypatch.setattr(pooling, "_MIN_ELEMENTS", 0)
 
 
 def tied(shape, dtype=F64, seed=0):
@@ -54,7 +60,7 @@ def test_first_of_tied_maxima_gets_the_gradient_in_row_major_order():
     x = torch.tensor([[[[1.0, 2.0], [2.0, 0.0]]]], dtype=F64, requires_grad=True)
     max_pool2x2(x).sum().backward()
     assert x.grad.tolist() == [[[[0.0, 1.0], [0.0, 0.0]]]]
-    assert torch.equal(_indices(x.detach()), F.max_pool2d_with_indices(x.detach(), 2)[1])
+    assert torch.equal(_pool(x.detach())[1], F.max_pool2d_with_indices(x.detach(), 2)[1])
 
 
 def test_signed_zeros_infinities_and_nans_follow_the_reference_kernel():
@@ -81,6 +87,20 @@ def test_torch_func_grad_goes_through_it():
     ours = torch.func.grad(lambda t: (max_pool2x2(t) * w).sum())(x)
     ref = torch.func.grad(lambda t: (F.max_pool2d(t, 2) * w).sum())(x)
     assert torch.equal(ours, ref)
+
+
+def test_small_maps_channels_last_and_chunked_maps_give_the_same_result(monkeypatch):
+    calls = []
+    real = F.max_pool2d
+    monkeypatch.setattr(pooling.F, "max_pool2d", lambda *a: calls.append(a[0].shape) or real(*a))
+    monkeypatch.setattr(pooling, "_MIN_ELEMENTS", 100)
+    small = torch.randn(1, 2, 6, 6)  # 72 elements: PyTorch's kernel
+    assert torch.equal(max_pool2x2(small), real(small, 2)) and calls == [small.shape]
+    monkeypatch.setattr(pooling, "_CHUNK_ELEMENTS", 64)  # 4 planes of 4 x 4 per chunk, the last chunk partial
+    x = tied((3, 5, 4, 4))
+    for ours, ref in zip(derivatives(max_pool2x2, x), derivatives(lambda t: real(t, 2), x), strict=True):
+        assert same(ours, ref)
+    assert calls == [small.shape]
 
 
 def test_channels_last_input_gives_the_same_result():

@@ -37,11 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+_CHUNK_ELEMENTS = 1 << 20  # input elements per chunk: its temporaries stay in cache and in malloc's reused blocks
+_MIN_ELEMENTS = 1 << 17  # below this, max_pool2d's one call costs less than the dozen calls here
 
-def _indices(x: Tensor) -> Tensor:
-    """``max_pool2d``'s int64 indices (``row · W + column`` within each plane) for a NaN-free ``x``, from two
-    pairwise stages: columns first (``k_c = x[.., 2j+1] > x[.., 2j]``), then rows (``k_r`` on the column maxima).
-    Strict ``>`` keeps the first of equal values, and columns-then-rows is row-major order: the first maximum."""
+
+def _indices_into(x: Tensor, out: Tensor) -> None:
+    """Write ``max_pool2d``'s int64 indices (``row · W + column`` within each plane) of a NaN-free ``x [P, H, W]``
+    into ``out [P, h, w]``, from two pairwise stages: columns first (``k_c = x[.., 2j+1] > x[.., 2j]``), then rows
+    (``k_r`` on the column maxima). Strict ``>`` keeps the first of equal values, and columns-then-rows is
+    row-major order: the first maximum."""
     height, width = x.shape[-2], x.shape[-1]
     h, w = height // 2, width // 2
     even = x[..., : 2 * h, : 2 * w]
@@ -55,15 +59,31 @@ def _indices(x: Tensor) -> Tensor:
     k = k_c0 + k_r * (k_c1 - k_c0 + 2)  # 0, 1 (top row) or 2, 3 (bottom row)
     k16 = k.to(torch.int16 if width < 2**15 - 1 else torch.int64)  # the offset reaches width + 1
     offset = (k16 & 1) + (k16 >> 1) * width
-    rows = torch.arange(0, 2 * h, 2, device=x.device).view(-1, 1) * width
-    return rows + torch.arange(0, 2 * w, 2, device=x.device) + offset  # int64
+    corner = torch.arange(0, 2 * h, 2, device=x.device).view(-1, 1) * width + torch.arange(0, 2 * w, 2, device=x.device)
+    torch.add(corner, offset, out=out)
+
+
+def _pool(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(y, indices)`` of a NaN-free ``x [..., H, W]``, in chunks of planes (a few MB each): on a whole
+    ``360 x 64 x 28 x 28`` map every temporary was a fresh allocation, and first-touch page faults made the call
+    slower than ``max_pool2d``."""
+    height, width = x.shape[-2], x.shape[-1]
+    planes = x.reshape(-1, height, width)
+    indices = torch.empty(planes.shape[0], height // 2, width // 2, dtype=torch.int64, device=x.device)
+    y = torch.empty(indices.shape, dtype=x.dtype, device=x.device)
+    step = max(1, _CHUNK_ELEMENTS // (height * width))
+    for start in range(0, planes.shape[0], step):
+        part, idx = planes[start : start + step], indices[start : start + step]
+        _indices_into(part, idx)
+        torch.gather(part.flatten(-2), -1, idx.flatten(-2), out=y[start : start + step].flatten(-2))
+    shape = (*x.shape[:-2], height // 2, width // 2)
+    return y.view(shape), indices.view(shape)
 
 
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        indices = _indices(x)
-        y = x.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
+        y, indices = _pool(x)
         if bool(torch.isnan(y.sum())):  # a NaN somewhere (or +inf and -inf): the reference kernel's NaN rules
             return torch.ops.aten.max_pool2d_with_indices(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
         return y, indices
@@ -95,9 +115,11 @@ def max_pool2x2(x: Tensor) -> Tensor:
                          f"{tuple(x.shape)}")  # fmt: skip
     if not x.is_floating_point():
         raise TypeError(f"max_pool2x2 input x must be floating point, got dtype {x.dtype}")
-    if x.device.type != "cpu" or (
-        x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    ):  # GPU kernels and the channels-last CPU kernel are fast already
+    if (
+        x.device.type != "cpu"
+        or x.numel() < _MIN_ELEMENTS
+        or (x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
+    ):  # GPU kernels, the channels-last CPU kernel and small maps are fast there already
         return F.max_pool2d(x, 2)
     return _MaxPool2x2.apply(x)[0]
 
