@@ -15,7 +15,8 @@ Usage:
     python benchmarks/maml_throughput.py --ab-pool-before-relu 8 --out benchmarks/out/maml_pool_relu_ab.json
     python benchmarks/maml_throughput.py --ab-inner-grad 8 --out benchmarks/out/maml_inner_grad_ab.json
     python benchmarks/maml_throughput.py --ab-fast-pool 8 --out benchmarks/out/maml_fast_pool_ab.json
-    python benchmarks/maml_throughput.py --pool-before-relu --fast-pool ours --rounds 3   # each library's layers
+    python benchmarks/maml_throughput.py --fast-pool both --pool-before-relu --rounds 3  # both: our Conv4's layers
+    python benchmarks/maml_throughput.py --ours-layers --rounds 3  # ours: our Conv4's layers; l2l: nn's, in order
 """
 
 from __future__ import annotations
@@ -275,6 +276,9 @@ def main() -> None:
     ap.add_argument("--fast-pool", choices=["none", "both", "ours"], default="none",
                     help="which library's Conv4 pools with meta_learning.models.MaxPool2x2 instead of nn.MaxPool2d: "
                          "none (the same plain network in both), both, or ours (each library's own layer)")  # fmt: skip
+    ap.add_argument("--ours-layers", action="store_true",
+                    help="ours runs meta_learning.models.Conv4's blocks (maxpool before ReLU, MaxPool2x2), "
+                         "learn2learn the conventional blocks with nn.MaxPool2d (same function)")  # fmt: skip
     ap.add_argument("--ab-fast-pool", type=int, metavar="ROUNDS", default=0,
                     help="instead: ours, nn.MaxPool2d vs MaxPool2x2 (pool before ReLU)")  # fmt: skip
     ap.add_argument("--ab-inner-grad", type=int, metavar="ROUNDS", default=0,
@@ -312,8 +316,9 @@ def main() -> None:
                     cmd = [py[impl], __file__, "--impl", impl, "--steps", str(steps), "--order", str(order),
                            "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads),
                            "--precision", a.precision] + (["--channels-last"] if a.channels_last else [])  # fmt: skip
-                    cmd += ["--pool-before-relu"] if a.pool_before_relu else []
-                    fast = a.fast_pool == "both" or (a.fast_pool == "ours" and impl == "ours")
+                    ours_layers = a.ours_layers and impl == "ours"
+                    cmd += ["--pool-before-relu"] if a.pool_before_relu or ours_layers else []
+                    fast = a.fast_pool == "both" or (a.fast_pool == "ours" and impl == "ours") or ours_layers
                     cmd += ["--fast-pool", "both" if fast else "none"]
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                     rows.append({**json.loads(out.strip().splitlines()[-1]), "round": rnd})
@@ -327,7 +332,8 @@ def main() -> None:
     ).stdout.strip()
     summary = summarise(rows)
     report = {"machine": machine_info(), "matmul_peak_gflops": peak, "matmul_peak_dtype": str(peak_dtype),
-              "learn2learn": l2l_version, "rounds": a.rounds, "fast_pool": a.fast_pool, "rows": rows,
+              "learn2learn": l2l_version, "rounds": a.rounds, "fast_pool": a.fast_pool,
+              "ours_layers": a.ours_layers, "rows": rows,
               "summary": summary}  # fmt: skip
     print(f"\n{'inner steps':>11} {'order':>5} {'l2l tasks/s':>12} {'ours tasks/s':>13} {'speed-up (range)':>18} "
           f"{'l2l RSS':>11} {'ours RSS':>11} {'ours GFLOP/s':>12}")  # fmt: skip
