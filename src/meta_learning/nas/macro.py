@@ -25,6 +25,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from meta_learning._checks import check_choice, check_positive_int
+from meta_learning.models.pooling import MaxPool2x2
 from meta_learning.search.space import Categorical, Condition, Int, SearchSpace
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -113,7 +114,7 @@ class MacroNetwork(nn.Module):
             for w, k in zip(arch.widths, arch.kernels, strict=True):
                 layers += [nn.Conv2d(prev, w, k, padding=k // 2, bias=False), nn.BatchNorm2d(w), act()]
                 if size >= 2:
-                    layers.append(nn.MaxPool2d(2))
+                    layers.append(MaxPool2x2())  # nn.MaxPool2d(2), exactly, without its slow CPU kernel
                     size //= 2
                 prev = w
             layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
