@@ -1,11 +1,13 @@
 """2x2 max-pooling with stride 2 (``nn.MaxPool2d(2)``): the values, gradients and second derivatives of
-``torch.nn.functional.max_pool2d(x, 2)``, bit for bit, at less than half its cost on CPU.
+``torch.nn.functional.max_pool2d(x, 2)``, bit for bit, faster than it on large CPU maps.
 
 Why: PyTorch's CPU kernel for ``max_pool2d`` on contiguous ``[N, C, H, W]`` tensors walks every window with
 scalar code; on a ``75 x 64 x 28 x 28`` map (Conv4's first block on a 5-way 15-query Omniglot batch) it took
-20.6 ms on one core of an AMD EPYC (Zen 4), where a ReLU over the same tensor took 0.74 ms; in a second-order
-MAML meta-step on Conv4 the pooling was about a quarter of the time (benchmarks/RESULTS.md, MAML throughput).
-Here the same map takes 9 ms forward, and the backward is PyTorch's own.
+20.6 ms on one core of an AMD EPYC (Zen 4), where a ReLU over the same tensor took 0.74 ms, and in a second-order
+MAML meta-step on Conv4 on one thread it was about a quarter of the time. Forward and backward of that map: 22.6 ms
+there, 11.1 ms here on one thread; 13.5 / 9.7 ms on two (benchmarks/RESULTS.md, MAML throughput, where the gain on
+whole meta-steps is measured: within noise on two threads). Maps under ``2^17`` elements per thread go to
+``max_pool2d`` itself, where its single call is cheaper than the dozen here.
 
 Notation: ``x [..., H, W]``, ``h = ⌊H/2⌋``, ``w = ⌊W/2⌋``; the window of output ``(i, j)`` holds
 ``x[2i, 2j], x[2i, 2j+1], x[2i+1, 2j], x[2i+1, 2j+1]`` (the last row / column of an odd-sized map is dropped, as
@@ -38,7 +40,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 _CHUNK_ELEMENTS = 1 << 20  # input elements per chunk: its temporaries stay in cache and in malloc's reused blocks
-_MIN_ELEMENTS = 1 << 17  # below this, max_pool2d's one call costs less than the dozen calls here
+# Below _MIN_ELEMENTS x torch's thread count, max_pool2d's one call costs less than the dozen calls here (measured on
+# 1 and 2 threads: the crossover was near 2^17 elements on one thread and 2^18 on two, where max_pool2d's kernel,
+# parallel over planes, gains more from the second thread than these bandwidth-bound calls do).
+_MIN_ELEMENTS = 1 << 17
 
 
 def _indices_into(x: Tensor, out: Tensor) -> None:
@@ -117,7 +122,7 @@ def max_pool2x2(x: Tensor) -> Tensor:
         raise TypeError(f"max_pool2x2 input x must be floating point, got dtype {x.dtype}")
     if (
         x.device.type != "cpu"
-        or x.numel() < _MIN_ELEMENTS
+        or x.numel() < _MIN_ELEMENTS * torch.get_num_threads()
         or (x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
     ):  # GPU kernels, the channels-last CPU kernel and small maps are fast there already
         return F.max_pool2d(x, 2)
