@@ -4,7 +4,8 @@ For each batch size (the 5-image MAML support set, the 75-image MAML query set, 
 1-shot training episode) the two networks alternate step by step (the order flips every round) so that the
 machine's drift hits both alike; the table gives the median step times and the median and range of the paired
 ratios. The two networks' outputs and gradients are checked bit-identical first. Also times the pooling layer
-alone on Conv4's first feature map.
+alone on the feature-map sizes a Conv4 meets, the strided computation forced at every size (``max_pool2x2`` sends
+maps under its size threshold to ``max_pool2d``).
 
 Usage:
     python benchmarks/conv4_pool_ab.py --rounds 10 --threads 2 --out benchmarks/out/conv4_pool_ab.json
@@ -87,20 +88,32 @@ def main() -> None:
         rows.append(row)
         print(f"{batch:>6} {row['torch_ms']:>16.1f} {row['ours_ms']:>14.1f} {row['speedup']:>7.2f}x "
               f"({min(ratios):.2f}-{max(ratios):.2f})", flush=True)  # fmt: skip
-    # the layer alone on the first block's map of the 75-image query set, forward + backward
-    y = torch.randn(75, 64, 28, 28, generator=g).requires_grad_()
-    gy = torch.randn(75, 64, 14, 14, generator=g)
-    layer: dict[str, list[float]] = {"torch": [], "ours": []}
-    for r in range(5 * a.rounds):
-        for name in ("torch", "ours") if r % 2 == 0 else ("ours", "torch"):
-            pool = max_pool2x2 if name == "ours" else (lambda t: F.max_pool2d(t, 2))
-            t = time.perf_counter()
-            torch.autograd.grad(pool(y), y, gy)
-            layer[name].append(time.perf_counter() - t)
-    layer_ms = {k: 1e3 * statistics.median(v) for k, v in layer.items()}
-    report["layer_75x64x28x28_ms"] = layer_ms
-    print(f"pooling layer alone, 75 x 64 x 28 x 28, forward + backward: nn.MaxPool2d {layer_ms['torch']:.2f} ms, "
-          f"MaxPool2x2 {layer_ms['ours']:.2f} ms")  # fmt: skip
+    # the layer alone, forward + backward, on the maps a Conv4 meets (the strided path forced at every size, to
+    # show where the size threshold of max_pool2x2 sits)
+    from meta_learning.models import pooling
+
+    layer_rows: list[dict] = []
+    report["layer"] = layer_rows
+    print(f"\n{'pooling layer alone':>22} {'elements':>9} {'nn.MaxPool2d ms':>16} {'strided ms':>11} {'speed-up':>9}")
+    for shape in ((5, 64, 14, 14), (5, 64, 28, 28), (75, 64, 7, 7), (75, 64, 14, 14), (75, 64, 28, 28),
+                  (360, 64, 28, 28)):  # fmt: skip
+        y = torch.randn(shape, generator=g).requires_grad_()
+        gy = torch.randn(*shape[:2], shape[2] // 2, shape[3] // 2, generator=g)
+        layer: dict[str, list[float]] = {"torch": [], "ours": []}
+        saved, pooling._MIN_ELEMENTS = pooling._MIN_ELEMENTS, 0
+        try:
+            for r in range(4 * a.rounds):
+                for name in ("torch", "ours") if r % 2 == 0 else ("ours", "torch"):
+                    pool = max_pool2x2 if name == "ours" else (lambda t: F.max_pool2d(t, 2))
+                    t = time.perf_counter()
+                    torch.autograd.grad(pool(y), y, gy)
+                    layer[name].append(time.perf_counter() - t)
+        finally:
+            pooling._MIN_ELEMENTS = saved
+        ms = {k: 1e3 * statistics.median(v) for k, v in layer.items()}
+        layer_rows.append({"shape": list(shape), "torch_ms": ms["torch"], "strided_ms": ms["ours"]})
+        print(f"{shape!s:>22} {y.numel():>9} {ms['torch']:>16.3f} {ms['ours']:>11.3f} "
+              f"{ms['torch'] / ms['ours']:>8.2f}x", flush=True)  # fmt: skip
     atomic_write_json(a.out, report)
     print(f"wrote {a.out}")
 
