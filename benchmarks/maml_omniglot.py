@@ -143,7 +143,7 @@ def plot(results: list[dict], path: Path) -> None:
             xs = [v["time_s"] / 60 for v in res["val_curve"]]
             ys = [100 * v["accuracy"] for v in res["val_curve"]]
             ax.plot(xs, ys, marker=".", label=res["algo"])
-        ax.set(title=f"Omniglot {way}-way 1-shot (validation tasks)", xlabel="training wall time (min, 2 cores)")
+        ax.set(title=f"Omniglot {way}-way 1-shot (validation tasks)", xlabel="training wall time (min)")
         ax.set_ylabel("query accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
