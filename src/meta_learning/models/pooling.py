@@ -87,7 +87,7 @@ def _pool(x: Tensor) -> tuple[Tensor, Tensor]:
 
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
-    def forward(x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def forward(x: Tensor) -> tuple[Tensor, Tensor]:
         y, indices = _pool(x)
         if bool(torch.isnan(y.sum())):  # a NaN somewhere (or +inf and -inf): the reference kernel's NaN rules
             return torch.ops.aten.max_pool2d_with_indices(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
@@ -101,7 +101,7 @@ class _MaxPool2x2(torch.autograd.Function):
         ctx.save_for_backward(x, indices)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor, _grad_indices: Tensor | None) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor, _grad_indices: Tensor | None) -> Tensor:
         x, indices = ctx.saved_tensors
         # PyTorch's own backward, given the same indices: differentiable in ``grad`` (its derivative gathers at the
         # indices), so second-order MAML differentiates through it exactly as through ``max_pool2d``.
