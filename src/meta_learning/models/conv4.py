@@ -9,7 +9,7 @@ every order of backward, and the ReLU and its backward then touch a quarter of t
 Conv4 (1 or 5 inner steps, first or second order) runs 1.06-1.12x faster (benchmarks/RESULTS.md, MAML
 throughput). The state-dict keys are those of the conventional order (the reordered modules hold no parameters).
 The pooling is :class:`~meta_learning.models.pooling.MaxPool2x2`, ``nn.MaxPool2d(2)``'s values and gradients
-computed without PyTorch's slow CPU kernel for that layer.
+computed without PyTorch's slow CPU kernel on large maps (1.2-2x faster there; small maps use that kernel).
 """
 
 from __future__ import annotations
