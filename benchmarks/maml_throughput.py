@@ -181,23 +181,24 @@ def ab_ours(names: tuple[str, str], make_steps: Callable[[int, int], dict[bool, 
     print(f"wrote {out}")
 
 
+def same_weight_pair(make_model: Callable[[bool], nn.Module], steps: int, order: int) -> dict[bool, Callable]:
+    """Our meta-step on ``make_model(False)`` and on ``make_model(True)``, both built from the same seed."""
+    made = {}
+    for variant in (False, True):
+        torch.manual_seed(0)
+        made[variant], _ = ours_step(make_model(variant), steps, order == 1)
+    return made
+
+
 def pool_before_relu_steps(steps: int, order: int) -> dict[bool, Callable]:
     """The conventional block order (False) and maxpool before ReLU (True), same initial weights."""
-    made = {}
-    for swap in (False, True):
-        torch.manual_seed(0)
-        made[swap], _ = ours_step(conv4(swap), steps, order == 1)
-    return made
+    return same_weight_pair(conv4, steps, order)
 
 
 def fast_pool_steps(steps: int, order: int) -> dict[bool, Callable]:
     """Maxpool-before-ReLU Conv4 with nn.MaxPool2d (False) and with meta_learning's MaxPool2x2 (True), same
     initial weights."""
-    made = {}
-    for fast in (False, True):
-        torch.manual_seed(0)
-        made[fast], _ = ours_step(conv4(True, fast), steps, order == 1)
-    return made
+    return same_weight_pair(lambda fast: conv4(True, fast), steps, order)
 
 
 def inner_grad_steps(steps: int, order: int) -> dict[bool, Callable]:
@@ -205,10 +206,7 @@ def inner_grad_steps(steps: int, order: int) -> dict[bool, Callable]:
     torch.autograd.grad (True: the per-task default), same initial weights."""
     import meta_learning.maml.functional as functional
 
-    made = {}
-    for plain in (False, True):
-        torch.manual_seed(0)
-        made[plain], _ = ours_step(conv4(), steps, order == 1)
+    made = same_weight_pair(lambda _: conv4(), steps, order)
     plain_step, real = made[False], functional._under_functorch
 
     def via_func_grad(b):
@@ -273,9 +271,9 @@ def main() -> None:
                     help="both libraries' Conv4 blocks run maxpool before ReLU (as meta_learning's Conv4)")  # fmt: skip
     ap.add_argument("--ab-pool-before-relu", type=int, metavar="ROUNDS", default=0,
                     help="instead: ours, conventional vs pool-before-ReLU, ROUNDS alternating meta-steps")  # fmt: skip
-    ap.add_argument("--fast-pool", choices=["none", "both", "ours"], default="none",
-                    help="which library's Conv4 pools with meta_learning.models.MaxPool2x2 instead of nn.MaxPool2d: "
-                         "none (the same plain network in both), both, or ours (each library's own layer)")  # fmt: skip
+    ap.add_argument("--fast-pool", choices=["none", "both"], default="none",
+                    help="both: both libraries' Conv4 pool with meta_learning.models.MaxPool2x2 instead of "
+                         "nn.MaxPool2d (ours alone: --ours-layers)")  # fmt: skip
     ap.add_argument("--ours-layers", action="store_true",
                     help="ours runs meta_learning.models.Conv4's blocks (maxpool before ReLU, MaxPool2x2), "
                          "learn2learn the conventional blocks with nn.MaxPool2d (same function)")  # fmt: skip
@@ -318,7 +316,7 @@ def main() -> None:
                            "--precision", a.precision] + (["--channels-last"] if a.channels_last else [])  # fmt: skip
                     ours_layers = a.ours_layers and impl == "ours"
                     cmd += ["--pool-before-relu"] if a.pool_before_relu or ours_layers else []
-                    fast = a.fast_pool == "both" or (a.fast_pool == "ours" and impl == "ours") or ours_layers
+                    fast = a.fast_pool == "both" or ours_layers
                     cmd += ["--fast-pool", "both" if fast else "none"]
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                     rows.append({**json.loads(out.strip().splitlines()[-1]), "round": rnd})

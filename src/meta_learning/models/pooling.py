@@ -46,11 +46,11 @@ _CHUNK_ELEMENTS = 1 << 20  # input elements per chunk: its temporaries stay in c
 _MIN_ELEMENTS = 1 << 17
 
 
-def _indices_into(x: Tensor, out: Tensor) -> None:
+def _indices_into(x: Tensor, corner: Tensor, out: Tensor) -> None:
     """Write ``max_pool2d``'s int64 indices (``row · W + column`` within each plane) of a NaN-free ``x [P, H, W]``
     into ``out [P, h, w]``, from two pairwise stages: columns first (``k_c = x[.., 2j+1] > x[.., 2j]``), then rows
     (``k_r`` on the column maxima). Strict ``>`` keeps the first of equal values, and columns-then-rows is
-    row-major order: the first maximum."""
+    row-major order: the first maximum. ``corner [h, w]``: each window's top-left index, ``2i · W + 2j``."""
     height, width = x.shape[-2], x.shape[-1]
     h, w = height // 2, width // 2
     even = x[..., : 2 * h, : 2 * w]
@@ -64,7 +64,6 @@ def _indices_into(x: Tensor, out: Tensor) -> None:
     k = k_c0 + k_r * (k_c1 - k_c0 + 2)  # 0, 1 (top row) or 2, 3 (bottom row)
     k16 = k.to(torch.int16 if width < 2**15 - 1 else torch.int64)  # the offset reaches width + 1
     offset = (k16 & 1) + (k16 >> 1) * width
-    corner = torch.arange(0, 2 * h, 2, device=x.device).view(-1, 1) * width + torch.arange(0, 2 * w, 2, device=x.device)
     torch.add(corner, offset, out=out)
 
 
@@ -76,10 +75,12 @@ def _pool(x: Tensor) -> tuple[Tensor, Tensor]:
     planes = x.reshape(-1, height, width)
     indices = torch.empty(planes.shape[0], height // 2, width // 2, dtype=torch.int64, device=x.device)
     y = torch.empty(indices.shape, dtype=x.dtype, device=x.device)
+    rows = torch.arange(0, height - 1, 2, device=x.device).view(-1, 1) * width
+    corner = rows + torch.arange(0, width - 1, 2, device=x.device)  # the same for every chunk: built once
     step = max(1, _CHUNK_ELEMENTS // (height * width))
     for start in range(0, planes.shape[0], step):
         part, idx = planes[start : start + step], indices[start : start + step]
-        _indices_into(part, idx)
+        _indices_into(part, corner, idx)
         torch.gather(part.flatten(-2), -1, idx.flatten(-2), out=y[start : start + step].flatten(-2))
     shape = (*x.shape[:-2], height // 2, width // 2)
     return y.view(shape), indices.view(shape)
