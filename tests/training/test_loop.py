@@ -328,3 +328,28 @@ def test_resume_without_a_checkpoint_starts_the_run_folder_afresh(tmp_path):
     assert safe_torch_load(stale / "checkpoints" / "best.pt")["step"] == 4
     _fit(Scripted([3.0]), num_episodes=2, run_dir=stale, val_episodes=None)
     assert not (stale / "checkpoints" / "best.pt").exists()  # a fresh run without validation has no best.pt
+
+
+def test_keeping_cpu_memory_changes_no_result(monkeypatch):
+    """The loop runs inside retain_cpu_memory on the CPU (an allocator setting only): same weights without it."""
+    import meta_learning.training.loop as loop
+
+    entered = []
+    real = loop.retain_cpu_memory
+
+    def spy(*args, **kwargs):
+        entered.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "retain_cpu_memory", spy)
+    states = []
+    for keep in (True, False):
+        learner, sampler, _ = setup()
+        fit(learner, sampler, num_episodes=6, lr=1e-2, progress=False, keep_cpu_memory=keep)
+        states.append(learner.state_dict())
+    assert entered == [True]  # entered once, by the run with keep_cpu_memory=True
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    learner, sampler, _ = setup()
+    with pytest.raises(TypeError, match="keep_cpu_memory"):
+        fit(learner, sampler, num_episodes=1, progress=False, keep_cpu_memory="yes")

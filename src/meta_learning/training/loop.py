@@ -13,6 +13,7 @@ Validation direction: an :class:`~meta_learning.metrics.Accuracy` improves when 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -31,6 +32,7 @@ from meta_learning._checks import check_positive_float, check_positive_int
 from meta_learning._io import atomic_write_text
 from meta_learning.metrics import Accuracy, MeanSquaredError
 from meta_learning.training.checkpoint import load_checkpoint, save_checkpoint
+from meta_learning.training.memory import retain_cpu_memory
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ def fit(
     step_fn: Callable[[Any], StepOutput] | None = None,
     after_backward: Callable[[], None] | None = None,
     main_process: bool = True,
+    keep_cpu_memory: bool = True,
 ) -> History:
     """Train ``learner`` for ``num_episodes`` steps drawn from ``episodes``.
 
@@ -189,6 +192,10 @@ def fit(
         after_backward: called between ``backward()`` and ``optimizer.step()`` (e.g. all-reducing gradients).
         main_process: whether this process writes ``run_dir`` (in data-parallel runs only rank 0 does; the
             others still read checkpoints to resume).
+        keep_cpu_memory: for a learner on the CPU, keep freed memory mapped in the process while the loop runs
+            (glibc only; :func:`meta_learning.training.memory.retain_cpu_memory`): the steps' large activations
+            are then allocated from memory already faulted in instead of fresh pages; given back at the end.
+            ``False`` leaves ``malloc`` alone.
 
     Returns:
         The :class:`History`. With ``val_episodes`` the best weights are in ``run_dir/checkpoints/best.pt`` and,
@@ -204,8 +211,9 @@ def fit(
         check_positive_float("max_time_s", max_time_s)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir: the checkpoint to resume from lives there")
-    if not isinstance(restore_best, bool):
-        raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__} ({restore_best!r})")
+    for flag, value in (("restore_best", restore_best), ("keep_cpu_memory", keep_cpu_memory)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {type(value).__name__} ({value!r})")
     if val_mode not in (None, "max", "min"):
         raise ValueError(f"val_mode={val_mode!r} is not supported; use 'max', 'min' or None (inferred)")
     stream = _as_stream(episodes)
@@ -283,74 +291,76 @@ def fit(
     bar = _progress_bar(progress and main_process, total=num_episodes, initial=start)
     t0 = time.perf_counter() - history.wall_time_s
     learner.train()
-    for step in range(start + 1, num_episodes + 1):
-        batch = stream.sample()
-        optimizer.zero_grad(set_to_none=True)
-        if autocast is None:
-            out = train_step(batch)
-        else:
-            with torch.autocast(autocast_device, dtype=autocast):
+    keep_memory = keep_cpu_memory and autocast_device == "cpu"
+    with retain_cpu_memory() if keep_memory else contextlib.nullcontext():
+        for step in range(start + 1, num_episodes + 1):
+            batch = stream.sample()
+            optimizer.zero_grad(set_to_none=True)
+            if autocast is None:
                 out = train_step(batch)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower lr or check the data")
-        if not out.backward_done:
-            out.loss.backward()
-        if after_backward is not None:
-            after_backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_value = float(out.loss.detach())
-        running = [running[0] + loss_value, running[1] + out.accuracy, int(running[2]) + 1]
-        record = {"step": step, "loss": loss_value, "accuracy": out.accuracy}
-        if step % log_every == 0 or step == num_episodes:
-            entry = {
-                "step": step,
-                "loss": running[0] / running[2],
-                "accuracy": running[1] / running[2],
-                "lr": optimizer.param_groups[0]["lr"],
-                "time_s": time.perf_counter() - t0,
-            }
-            history.train.append(entry)
-            _append_jsonl(run if main_process else None, {"kind": "train", **entry})
-            if bar is not None:
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
-            running = [0.0, 0.0, 0]
-        out_of_time = max_time_s is not None and time.perf_counter() - t0 >= max_time_s
-        stop = False
-        if out_of_time:
-            history.stopped_by_time = stop = True
-        if val_episodes is not None and (step % eval_every == 0 or step == num_episodes or out_of_time):
-            val_start = time.perf_counter()
-            acc = learner.evaluate(val_episodes)  # type: ignore[operator]
-            history.val_time_s += time.perf_counter() - val_start
-            higher_is_better = _higher_is_better(acc, val_mode)
-            val = {"step": step, "accuracy": acc.mean, "ci95": acc.ci95, "time_s": time.perf_counter() - t0}
-            history.val.append(val)
-            _append_jsonl(run if main_process else None, {"kind": "val", **val})
-            if _improves(float(acc.mean), history.best_val_accuracy, higher_is_better):
-                history.best_val_accuracy, history.best_step = acc.mean, step
-                evals_since_best = 0
-                if restore_best:
-                    best_state = copy.deepcopy(learner.state_dict())
-                if ckpt_dir is not None and main_process:
-                    save_checkpoint(ckpt_dir / "best.pt", {"step": step, "model": learner.state_dict()})
             else:
-                evals_since_best += 1
+                with torch.autocast(autocast_device, dtype=autocast):
+                    out = train_step(batch)
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower lr or check the data")
+            if not out.backward_done:
+                out.loss.backward()
+            if after_backward is not None:
+                after_backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_value = float(out.loss.detach())
+            running = [running[0] + loss_value, running[1] + out.accuracy, int(running[2]) + 1]
+            record = {"step": step, "loss": loss_value, "accuracy": out.accuracy}
+            if step % log_every == 0 or step == num_episodes:
+                entry = {
+                    "step": step,
+                    "loss": running[0] / running[2],
+                    "accuracy": running[1] / running[2],
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "time_s": time.perf_counter() - t0,
+                }
+                history.train.append(entry)
+                _append_jsonl(run if main_process else None, {"kind": "train", **entry})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
+                running = [0.0, 0.0, 0]
+            out_of_time = max_time_s is not None and time.perf_counter() - t0 >= max_time_s
+            stop = False
+            if out_of_time:
+                history.stopped_by_time = stop = True
+            if val_episodes is not None and (step % eval_every == 0 or step == num_episodes or out_of_time):
+                val_start = time.perf_counter()
+                acc = learner.evaluate(val_episodes)  # type: ignore[operator]
+                history.val_time_s += time.perf_counter() - val_start
+                higher_is_better = _higher_is_better(acc, val_mode)
+                val = {"step": step, "accuracy": acc.mean, "ci95": acc.ci95, "time_s": time.perf_counter() - t0}
+                history.val.append(val)
+                _append_jsonl(run if main_process else None, {"kind": "val", **val})
+                if _improves(float(acc.mean), history.best_val_accuracy, higher_is_better):
+                    history.best_val_accuracy, history.best_step = acc.mean, step
+                    evals_since_best = 0
+                    if restore_best:
+                        best_state = copy.deepcopy(learner.state_dict())
+                    if ckpt_dir is not None and main_process:
+                        save_checkpoint(ckpt_dir / "best.pt", {"step": step, "model": learner.state_dict()})
+                else:
+                    evals_since_best += 1
+                if bar is not None:
+                    bar.set_description(f"val {100 * acc.mean:.2f}%" if higher_is_better else f"val {acc.mean:.4g}")
+                if patience is not None and evals_since_best >= patience:
+                    history.stopped_early = stop = True
+            history.steps = step
+            history.wall_time_s = time.perf_counter() - t0
+            if step % checkpoint_every == 0 or step == num_episodes or stop:
+                checkpoint(step)
             if bar is not None:
-                bar.set_description(f"val {100 * acc.mean:.2f}%" if higher_is_better else f"val {acc.mean:.4g}")
-            if patience is not None and evals_since_best >= patience:
-                history.stopped_early = stop = True
-        history.steps = step
-        history.wall_time_s = time.perf_counter() - t0
-        if step % checkpoint_every == 0 or step == num_episodes or stop:
-            checkpoint(step)
-        if bar is not None:
-            bar.update(1)
-        for cb in callbacks:
-            cb(step, record)
-        if stop:
-            break
+                bar.update(1)
+            for cb in callbacks:
+                cb(step, record)
+            if stop:
+                break
     if bar is not None:
         bar.close()
     if best_state is not None:
