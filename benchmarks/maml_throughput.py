@@ -5,7 +5,9 @@ class, meta-batch 32, Adam outer step; 1 and 5 inner steps (lr 0.4), second and 
 runs in a fresh process (so peak RSS is its own): 2 warm-up meta-batches, then the median of 5. With ``--rounds N``
 each configuration is measured N times, the two libraries alternating (which one goes first flips every round), and
 the table gives medians over the rounds, the per-round speed-ups' median and range, and the peak RSS range: on a
-shared virtual machine single runs of the same code differ by up to 30%.
+shared virtual machine single runs of the same code differ by up to 30%. By default our runs go inside
+``meta_learning.training.memory.retain_cpu_memory()``, as ``meta_train`` runs on the CPU (glibc keeps the freed
+activations' memory mapped instead of faulting fresh pages in every step); learn2learn's do not (``--cpu-memory``).
 
 Usage:
     python benchmarks/maml_throughput.py                      # builds ../peers-venv with learn2learn if missing
@@ -17,6 +19,7 @@ Usage:
     python benchmarks/maml_throughput.py --ab-fast-pool 8 --out benchmarks/out/maml_fast_pool_ab.json
     python benchmarks/maml_throughput.py --fast-pool both --pool-before-relu --rounds 3  # both: our Conv4's layers
     python benchmarks/maml_throughput.py --ours-layers --rounds 3  # ours: our Conv4's layers; l2l: nn's, in order
+    python benchmarks/maml_throughput.py --cpu-memory both --rounds 3  # both libraries in retain_cpu_memory()
 """
 
 from __future__ import annotations
@@ -105,8 +108,17 @@ def l2l_step(model: nn.Module, steps: int, first_order: bool):
 
 def worker(
     impl: str, steps: int, order: int, iters: int, warmup: int, threads: int, precision: str = "fp32",
-    channels_last: bool = False, pool_before_relu: bool = False, fast_pool: bool = False,
+    channels_last: bool = False, pool_before_relu: bool = False, fast_pool: bool = False, keep_memory: bool = False,
 ) -> dict:  # fmt: skip
+    """One configuration in this process. ``keep_memory``: run inside ``retain_cpu_memory()``, as ``meta_train``
+    (the shared ``fit`` loop) does on the CPU by default."""
+    if keep_memory:
+        from meta_learning.training.memory import retain_cpu_memory
+
+        with retain_cpu_memory() as acting:
+            result = worker(impl, steps, order, iters, warmup, threads, precision, channels_last, pool_before_relu,
+                            fast_pool)  # fmt: skip
+        return {**result, "keep_memory": acting}
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = conv4(pool_before_relu, fast_pool)
@@ -132,7 +144,7 @@ def worker(
     result = {
         "impl": impl, "inner_steps": steps, "order": order, "threads": torch.get_num_threads(),
         "precision": precision, "channels_last": channels_last, "pool_before_relu": pool_before_relu,
-        "fast_pool": fast_pool,
+        "fast_pool": fast_pool, "keep_memory": False,
         "median_s_per_metabatch": med, "tasks_per_s": META_BATCH / med,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
@@ -281,6 +293,11 @@ def main() -> None:
                     help="instead: ours, nn.MaxPool2d vs MaxPool2x2 (pool before ReLU)")  # fmt: skip
     ap.add_argument("--ab-inner-grad", type=int, metavar="ROUNDS", default=0,
                     help="instead: ours, inner gradients by torch.func.grad vs torch.autograd.grad")  # fmt: skip
+    ap.add_argument("--cpu-memory", choices=["ours", "both", "none"], default="ours",
+                    help="which library runs inside retain_cpu_memory() (glibc keeps freed memory mapped): 'ours' "
+                    "(default) as meta_train does and learn2learn does not; 'both'; 'none' (the runs before "
+                    "2026-12-08)")  # fmt: skip
+    ap.add_argument("--keep-cpu-memory", action="store_true", help="worker mode: run inside retain_cpu_memory()")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure each configuration this many times, the libraries alternating")  # fmt: skip
     ap.add_argument("--out", default="benchmarks/out/maml_throughput.json")
@@ -298,7 +315,7 @@ def main() -> None:
         return
     if a.impl:
         print(json.dumps(worker(a.impl, a.steps, a.order, a.iters, a.warmup, a.threads, a.precision, a.channels_last,
-                                a.pool_before_relu, a.fast_pool != "none")))  # fmt: skip
+                                a.pool_before_relu, a.fast_pool != "none", a.keep_cpu_memory)))  # fmt: skip
         return
     from _machine import machine_info, matmul_peak_gflops
 
@@ -318,6 +335,8 @@ def main() -> None:
                     cmd += ["--pool-before-relu"] if a.pool_before_relu or ours_layers else []
                     fast = a.fast_pool == "both" or ours_layers
                     cmd += ["--fast-pool", "both" if fast else "none"]
+                    keep = a.cpu_memory == "both" or (a.cpu_memory == "ours" and impl == "ours")
+                    cmd += ["--keep-cpu-memory"] if keep else []
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                     rows.append({**json.loads(out.strip().splitlines()[-1]), "round": rnd})
                     r = rows[-1]
@@ -331,7 +350,7 @@ def main() -> None:
     summary = summarise(rows)
     report = {"machine": machine_info(), "matmul_peak_gflops": peak, "matmul_peak_dtype": str(peak_dtype),
               "learn2learn": l2l_version, "rounds": a.rounds, "fast_pool": a.fast_pool,
-              "ours_layers": a.ours_layers, "rows": rows,
+              "ours_layers": a.ours_layers, "cpu_memory": a.cpu_memory, "rows": rows,
               "summary": summary}  # fmt: skip
     print(f"\n{'inner steps':>11} {'order':>5} {'l2l tasks/s':>12} {'ours tasks/s':>13} {'speed-up (range)':>18} "
           f"{'l2l RSS':>11} {'ours RSS':>11} {'ours GFLOP/s':>12}")  # fmt: skip
