@@ -5,7 +5,7 @@ PyTorch's CPU tensors come from ``malloc``. A meta-training step allocates and f
 soon as more than its trim threshold is free, so the next step's tensors land on fresh pages and every 4 KiB page
 costs a page fault on first touch (in a profile, the zero-fill of a max-pool gradient ran at ~4 GB/s for that
 reason). Measured on MAML Conv4 meta-batches of 32 tasks (benchmarks/RESULTS.md, 2026-12-08): a fresh process
-running 9 of them took 0.9-3.9 million minor faults and 1.7-8.7 s of kernel time; inside this context 0.11-0.17
+running 10 of them took 0.9-3.9 million minor faults and 1.7-8.1 s of kernel time; inside this context 0.11-0.17
 million and under 1 s, and 4-13% more tasks per second (one thread, medians of four fresh-process rounds).
 
 :func:`retain_cpu_memory` sets glibc's ``M_TOP_PAD`` (heap growth and what a trim keeps) for the duration and
