@@ -28,7 +28,6 @@ Contexts nest (a counter; only the outermost enter and exit touch ``malloc``) an
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ DEFAULT_PAD_BYTES = 512 * 1024 * 1024
 
 _lock = threading.Lock()
 _depth = 0
+_acting = False  # whether the outermost context's mallopt calls succeeded
 _libc_cache: list[Any] = []
 
 
@@ -53,11 +53,10 @@ def _glibc() -> Any | None:
     """The process's C library if it is glibc (it has ``gnu_get_libc_version``), else None."""
     if not _libc_cache:
         lib = None
-        name = ctypes.util.find_library("c")
-        if name is not None and os.name == "posix":
-            try:
-                candidate = ctypes.CDLL(name)
-                if hasattr(candidate, "gnu_get_libc_version") and hasattr(candidate, "mallopt"):
+        if os.name == "posix":
+            try:  # the symbols already loaded into the process (no ldconfig subprocess, as find_library runs)
+                candidate = ctypes.CDLL(None)
+                if all(hasattr(candidate, f) for f in ("gnu_get_libc_version", "mallopt", "malloc_trim")):
                     candidate.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
                     candidate.mallopt.restype = ctypes.c_int
                     candidate.malloc_trim.argtypes = [ctypes.c_size_t]
@@ -93,13 +92,15 @@ def retain_cpu_memory(pad_bytes: int = DEFAULT_PAD_BYTES) -> Iterator[bool]:
     if libc is None:
         yield False
         return
+    global _acting
     with _lock:
-        if _depth == 0:
-            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-            libc.mallopt(_M_TOP_PAD, pad_bytes)
+        if _depth == 0:  # mallopt returns 1 on success
+            _acting = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+            _acting = libc.mallopt(_M_TOP_PAD, pad_bytes) == 1 and _acting
         _depth += 1
+        acting = _acting
     try:
-        yield True
+        yield acting
     finally:
         with _lock:
             _depth -= 1
