@@ -3,10 +3,10 @@
 PyTorch's CPU tensors come from ``malloc``. A meta-training step allocates and frees the same large activations
 (a 75 x 64 x 28 x 28 Conv4 map is 15 MB) hundreds of times; glibc returns the top of its heap to the kernel as
 soon as more than its trim threshold is free, so the next step's tensors land on fresh pages and every 4 KiB page
-costs a page fault on first touch (in a profile, the zero-fill of a max-pool gradient ran at ~4 GB/s for that
-reason). Measured on MAML Conv4 meta-batches of 32 tasks (benchmarks/RESULTS.md, 2026-12-08): a fresh process
-running 10 of them took 0.9-3.9 million minor faults and 1.7-8.1 s of kernel time; inside this context 0.11-0.17
-million and under 1 s, and 4-13% more tasks per second (one thread, medians of four fresh-process rounds).
+costs a page fault on first touch. Measured on MAML Conv4 meta-batches of 32 tasks (benchmarks/RESULTS.md,
+2026-12-08): a fresh process running 10 of them took 0.9-3.9 million minor faults and 1.7-8.1 s of kernel time;
+inside this context 0.11-0.17 million and under 1 s, and 4-13% more tasks per second (one thread, medians of four
+fresh-process rounds). learn2learn run inside it gained 10-28% (two threads), as much or more.
 
 :func:`retain_cpu_memory` sets glibc's ``M_TOP_PAD`` (heap growth and what a trim keeps) for the duration and
 fixes ``M_MMAP_THRESHOLD`` at 32 MiB, the largest value glibc's dynamic threshold reaches on its own, so that
@@ -17,7 +17,7 @@ tensors under it come from the heap instead of fresh ``mmap`` s. On the way out 
 - While active, up to ``pad_bytes`` of freed memory per ``malloc`` arena stay mapped: the resident size after a
   peak does not shrink until the context ends (the peak itself is not higher: nothing more is allocated).
 - Setting these parameters turns glibc's dynamic ``mmap`` threshold off for the rest of the process (it is
-  frozen at 32 MiB); that is the value the dynamic rule converges to after the first large free.
+  frozen at 32 MiB), the largest value the dynamic rule can reach (it follows the largest freed ``mmap`` block).
 - Nothing is done (and ``False`` is yielded) where the C library is not glibc (macOS, Windows, musl) or where the
   user tuned ``malloc`` already (``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``
   or a ``glibc.malloc`` tunable in ``GLIBC_TUNABLES``): their settings win.
