@@ -15,7 +15,8 @@ tensors under it come from the heap instead of fresh ``mmap`` s. On the way out 
 ``malloc_trim(0)``, so the memory goes back to the system once training ends. Effects to know:
 
 - While active, up to ``pad_bytes`` of freed memory per ``malloc`` arena stay mapped: the resident size after a
-  peak does not shrink until the context ends (the peak itself is not higher: nothing more is allocated).
+  peak does not shrink until the context ends (the peak itself was unchanged within the runs' spread in the
+  benchmarks).
 - Setting these parameters turns glibc's dynamic ``mmap`` threshold off for the rest of the process (it is
   frozen at 32 MiB), the largest value the dynamic rule can reach (it follows the largest freed ``mmap`` block).
 - Nothing is done (and ``False`` is yielded) where the C library is not glibc (macOS, Windows, musl) or where the
@@ -28,6 +29,7 @@ Contexts nest (a counter; only the outermost enter and exit touch ``malloc``) an
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -46,25 +48,23 @@ DEFAULT_PAD_BYTES = 512 * 1024 * 1024
 _lock = threading.Lock()
 _depth = 0
 _acting = False  # whether the outermost context's mallopt calls succeeded
-_libc_cache: list[Any] = []
 
 
+@functools.cache
 def _glibc() -> Any | None:
-    """The process's C library if it is glibc (it has ``gnu_get_libc_version``), else None."""
-    if not _libc_cache:
-        lib = None
-        if os.name == "posix":
-            try:  # the symbols already loaded into the process (no ldconfig subprocess, as find_library runs)
-                candidate = ctypes.CDLL(None)
-                if all(hasattr(candidate, f) for f in ("gnu_get_libc_version", "mallopt", "malloc_trim")):
-                    candidate.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-                    candidate.mallopt.restype = ctypes.c_int
-                    candidate.malloc_trim.argtypes = [ctypes.c_size_t]
-                    lib = candidate
-            except OSError:
-                lib = None
-        _libc_cache.append(lib)
-    return _libc_cache[0]
+    """The process's C library if it is glibc (it has ``gnu_get_libc_version``), else None (looked up once)."""
+    if os.name != "posix":
+        return None
+    try:  # the symbols already loaded into the process (no ldconfig subprocess, as find_library runs)
+        lib = ctypes.CDLL(None)
+    except OSError:
+        return None
+    if not all(hasattr(lib, f) for f in ("gnu_get_libc_version", "mallopt", "malloc_trim")):
+        return None
+    lib.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.mallopt.restype = ctypes.c_int
+    lib.malloc_trim.argtypes = [ctypes.c_size_t]
+    return lib
 
 
 def _user_tuned_malloc() -> bool:
@@ -87,12 +87,11 @@ def retain_cpu_memory(pad_bytes: int = DEFAULT_PAD_BYTES) -> Iterator[bool]:
         raise TypeError(f"pad_bytes must be an int, got {type(pad_bytes).__name__} ({pad_bytes!r})")
     if not 0 <= pad_bytes <= 2**31 - 1:
         raise ValueError(f"pad_bytes={pad_bytes} must be in [0, 2**31 - 1] (mallopt takes a C int)")
-    global _depth
-    libc = _glibc() if not _user_tuned_malloc() else None
+    global _depth, _acting
+    libc = _glibc() if available() else None
     if libc is None:
         yield False
         return
-    global _acting
     with _lock:
         if _depth == 0:  # mallopt returns 1 on success
             _acting = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
