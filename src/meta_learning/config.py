@@ -330,7 +330,15 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class MAMLConfig:
-    """MAML: inner step size ``lr_inner``, meta step size ``lr_outer``, ``num_inner_steps`` inner steps."""
+    """MAML: inner step size ``lr_inner``, meta step size ``lr_outer``, ``num_inner_steps`` inner steps.
+
+    MAML++ (Antoniou et al. 2019) options, as :class:`~meta_learning.maml.MAML` takes them: ``learn_inner_lr``
+    (``per_step``: learned per-layer per-step rates; ``per_parameter`` is Meta-SGD's, which the ``metasgd``
+    learner always uses), ``multi_step_loss`` over the first ``msl_iterations`` iterations,
+    ``first_order_iterations`` (derivative-order annealing) and ``per_step_bn`` (per-step BatchNorm weights and
+    biases: the backbone's BatchNorm layers become :class:`~meta_learning.maml.PerStepBatchNorm` with
+    ``num_inner_steps`` steps).
+    """
 
     lr_inner: float = 0.01
     lr_outer: float = 0.001
@@ -338,6 +346,11 @@ class MAMLConfig:
     first_order: bool = False
     meta_batch_size: int = 32
     eval_inner_steps: int | None = None
+    learn_inner_lr: Literal["fixed", "per_parameter", "per_step"] = "fixed"
+    multi_step_loss: bool = False
+    msl_iterations: int = 10_000
+    first_order_iterations: int = 0
+    per_step_bn: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -347,6 +360,8 @@ class MAMLConfig:
         _checks.check_positive_int("meta_batch_size", self.meta_batch_size)
         if self.eval_inner_steps is not None:
             _checks.check_non_negative_int("eval_inner_steps", self.eval_inner_steps)
+        _checks.check_positive_int("msl_iterations", self.msl_iterations)
+        _checks.check_non_negative_int("first_order_iterations", self.first_order_iterations)
 
 
 @dataclass(frozen=True)

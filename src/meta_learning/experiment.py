@@ -136,7 +136,7 @@ def build_learner(cfg: ExperimentConfig) -> Any:
 
 
 def _build_maml(cfg: ExperimentConfig) -> Any:
-    from meta_learning.maml import ANIL, MAML, MetaSGD
+    from meta_learning.maml import ANIL, MAML, MetaSGD, per_step_batchnorm
     from meta_learning.models.conv4 import Conv4
 
     d, m, mc = cfg.data, cfg.model, cfg.maml
@@ -153,10 +153,22 @@ def _build_maml(cfg: ExperimentConfig) -> Any:
         raise ValueError(f"model.backbone={m.backbone!r}: the MAML configs support 'conv4' for now")
     feature = m.hidden_channels * (d.image_size // 16) ** 2
     model = Conv4(m.in_channels, m.hidden_channels, num_classes=d.train_way, feature_size=feature)
+    if mc.per_step_bn:
+        model = per_step_batchnorm(model, mc.num_inner_steps)
     cls = {"maml": MAML, "anil": ANIL, "metasgd": MetaSGD}[cfg.learner.name]
+    options: dict[str, Any] = {}
+    if cfg.learner.name == "metasgd":
+        if mc.learn_inner_lr not in ("fixed", "per_parameter"):
+            raise ValueError(
+                f"maml.learn_inner_lr={mc.learn_inner_lr!r} with learner.name='metasgd', which always learns "
+                "per-parameter rates: leave it 'fixed' (or 'per_parameter'), or use learner.name='maml'"
+            )
+    else:
+        options["learn_inner_lr"] = mc.learn_inner_lr
     return cls(
         model, lr_inner=mc.lr_inner, lr_outer=mc.lr_outer, num_inner_steps=mc.num_inner_steps,
-        first_order=mc.first_order, meta_batch_size=mc.meta_batch_size,
+        first_order=mc.first_order, meta_batch_size=mc.meta_batch_size, multi_step_loss=mc.multi_step_loss,
+        msl_iterations=mc.msl_iterations, first_order_iterations=mc.first_order_iterations, **options,
     )  # fmt: skip
 
 
