@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 import yaml
 
 from meta_learning._io import safe_torch_load
@@ -105,8 +106,8 @@ def test_datasets_and_configs_listing(real_env, capsys):
     assert "images_evaluation 659 characters / 13180 drawings" in line
     assert main(["configs"]) == 0
     names = capsys.readouterr().out.split()
-    assert {"protonet_omniglot_5w1s", "relationnet_omniglot_20w5s", "maml_omniglot_5w1s"} <= set(names)
-    assert len(names) == 10
+    assert {"protonet_omniglot_5w1s", "relationnet_omniglot_20w5s", "maml_omniglot_5w1s", "mamlpp_omniglot_5w1s"} <= set(names)
+    assert len(names) == 11
 
 
 def test_maml_config_trains_and_evaluates_through_the_cli(real_env, tmp_path, capsys):
@@ -124,6 +125,22 @@ def test_maml_config_trains_and_evaluates_through_the_cli(real_env, tmp_path, ca
     assert reported["mean"] == pytest.approx(results["test"]["5-way 1-shot"]["mean"])
     code = main(["train", "maml_omniglot_5w1s", "--set", "data.test_way=20", "--run-dir", str(tmp_path / "x")])
     assert code == 2 and "train_way=5 but data.test_way=20" in capsys.readouterr().err
+
+
+def test_maml_plus_plus_config_trains_and_its_run_evaluates_through_the_cli(real_env, tmp_path, capsys):
+    run = tmp_path / "mamlpp"
+    args = ["train", "mamlpp_omniglot_5w1s", "--run-dir", str(run), "--set", "maml.meta_batch_size=2",
+            "--set", "train.num_episodes=2", "--set", "train.eval_every=2", "--set", "train.val_episodes=2",
+            "--set", "eval.episodes=4", "--set", "data.download=false", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((run / "results.json").read_text())
+    state = safe_torch_load(run / "checkpoints" / "last.pt")["model"]
+    lslr = state["inner_lrs.features__0__0__weight"]  # learned per-layer per-step rates (LSLR), trained
+    assert lslr.shape == (5,) and not torch.equal(lslr, torch.full((5,), 0.1))
+    assert any(k.endswith("running_mean") and v.shape == (6, 64) for k, v in state.items())  # per-step BatchNorm
+    assert main(["evaluate", str(run)]) == 0  # the run's config rebuilds the same MAML++ learner
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert reported["mean"] == pytest.approx(results["test"]["5-way 1-shot"]["mean"])
 
 
 def _omniglot_names(zip_path, set_name, characters, drawings):

@@ -43,7 +43,7 @@ def test_prepare_learner_and_autocast_follow_the_train_section():
 
 def test_shipped_configs_resolve_and_build():
     names = shipped_configs()
-    assert len(names) == 10
+    assert len(names) == 11
     for name in names:
         path = resolve_config_path(name)
         assert path.name == f"{name}.yaml"
@@ -151,3 +151,57 @@ def test_load_run_default_prefers_best(tmp_path, recwarn):
     (tmp_path / "checkpoints" / "best.pt").unlink()
     with pytest.raises(FileNotFoundError, match=r"best.pt or .*last.pt; the folder has no checkpoint"):
         load_run(tmp_path)
+
+
+FIVE_WAY = {"data": {"train_way": 5, "test_way": 5}}
+
+
+def _omniglot_like_episode(way: int = 5, seed: int = 0):
+    from meta_learning import Episode
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(way)
+    return Episode(torch.rand(way, 1, 28, 28, generator=g), y, torch.rand(2 * way, 1, 28, 28, generator=g), y.repeat(2))
+
+
+def test_maml_section_builds_maml_plus_plus_as_the_constructor_does():
+    from meta_learning.maml import MAML, PerStepBatchNorm, per_step_batchnorm
+    from meta_learning.models.conv4 import Conv4
+
+    section = {"lr_inner": 0.1, "num_inner_steps": 2, "meta_batch_size": 2, "learn_inner_lr": "per_step",
+               "multi_step_loss": True, "msl_iterations": 7, "first_order_iterations": 1, "per_step_bn": True}  # fmt: skip
+    cfg = from_dict(ExperimentConfig, {**FIVE_WAY, "learner": {"name": "maml"}, "maml": section})
+    torch.manual_seed(0)
+    built = build_learner(cfg)
+    torch.manual_seed(0)
+    by_hand = MAML(
+        per_step_batchnorm(Conv4(1, 64, num_classes=5, feature_size=64), 2), lr_inner=0.1, num_inner_steps=2,
+        meta_batch_size=2, learn_inner_lr="per_step", multi_step_loss=True, msl_iterations=7,
+        first_order_iterations=1,
+    )  # fmt: skip
+    bns = [m for m in built.model.modules() if isinstance(m, PerStepBatchNorm)]
+    assert len(bns) == 4 and all(m.num_steps == 2 for m in bns)
+    assert all(v.shape == (2,) for v in built.inner_lrs.values()) and len(built.inner_lrs) == len(by_hand.inner_lrs)
+    assert (built.msl_iterations, built.first_order_iterations, built.multi_step_loss) == (7, 1, True)
+    # the same meta-updates (a first-order one, then a second-order one with the multi-step loss) as by hand
+    for i in range(2):
+        batch = [_omniglot_like_episode(seed=2 * i), _omniglot_like_episode(seed=2 * i + 1)]
+        a, b = built.meta_step(batch), by_hand.meta_step(batch)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    for (na, pa), (nb, pb) in zip(built.named_parameters(), by_hand.named_parameters(), strict=True):
+        assert na == nb
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    plain = build_learner(from_dict(ExperimentConfig, {**FIVE_WAY, "learner": {"name": "maml"}, "maml": {"num_inner_steps": 2}}))
+    assert len(plain.inner_lrs) == 0 and not any(isinstance(m, PerStepBatchNorm) for m in plain.modules())
+
+
+def test_maml_section_refuses_options_its_learner_cannot_take():
+    with pytest.raises(ValueError, match=r"maml.learn_inner_lr='per_step' with learner.name='metasgd'"):
+        build_learner(from_dict(ExperimentConfig, {**FIVE_WAY, "learner": {"name": "metasgd"},
+                                                  "maml": {"learn_inner_lr": "per_step"}}))  # fmt: skip
+    with pytest.raises((TypeError, ValueError), match=r"learn_inner_lr.*'per_layer'"):
+        from_dict(ExperimentConfig, {"learner": {"name": "maml"}, "maml": {"learn_inner_lr": "per_layer"}})
+    with pytest.raises(ValueError, match="msl_iterations"):
+        from_dict(ExperimentConfig, {"learner": {"name": "maml"}, "maml": {"msl_iterations": 0}})
+    metasgd = build_learner(from_dict(ExperimentConfig, {**FIVE_WAY, "learner": {"name": "metasgd"}}))
+    assert metasgd.learn_inner_lr == "per_parameter"
