@@ -169,7 +169,8 @@ def test_maml_section_builds_maml_plus_plus_as_the_constructor_does():
     from meta_learning.models.conv4 import Conv4
 
     section = {"lr_inner": 0.1, "num_inner_steps": 2, "meta_batch_size": 2, "learn_inner_lr": "per_step",
-               "multi_step_loss": True, "msl_iterations": 7, "first_order_iterations": 1, "per_step_bn": True}  # fmt: skip
+               "multi_step_loss": True, "msl_iterations": 7, "first_order_iterations": 1,
+               "per_step_bn": True}  # fmt: skip
     cfg = from_dict(ExperimentConfig, {**FIVE_WAY, "learner": {"name": "maml"}, "maml": section})
     torch.manual_seed(0)
     built = build_learner(cfg)
@@ -191,7 +192,9 @@ def test_maml_section_builds_maml_plus_plus_as_the_constructor_does():
     for (na, pa), (nb, pb) in zip(built.named_parameters(), by_hand.named_parameters(), strict=True):
         assert na == nb
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
-    plain = build_learner(from_dict(ExperimentConfig, {**FIVE_WAY, "learner": {"name": "maml"}, "maml": {"num_inner_steps": 2}}))
+    plain = build_learner(
+        from_dict(ExperimentConfig, {**FIVE_WAY, "learner": {"name": "maml"}, "maml": {"num_inner_steps": 2}})
+    )
     assert len(plain.inner_lrs) == 0 and not any(isinstance(m, PerStepBatchNorm) for m in plain.modules())
 
 
