@@ -20,6 +20,7 @@ Usage:
     python benchmarks/maml_throughput.py --fast-pool both --pool-before-relu --rounds 3  # both: our Conv4's layers
     python benchmarks/maml_throughput.py --ours-layers --rounds 3  # ours: our Conv4's layers; l2l: nn's, in order
     python benchmarks/maml_throughput.py --cpu-memory both --rounds 3  # both libraries in retain_cpu_memory()
+    python benchmarks/maml_throughput.py --ceiling 8 --out benchmarks/out/maml_ceiling.json  # vs plain steps
 """
 
 from __future__ import annotations
@@ -231,6 +232,85 @@ def inner_grad_steps(steps: int, order: int) -> dict[bool, Callable]:
     return {False: via_func_grad, True: made[True]}
 
 
+def plain_steps(model: nn.Module, per_task: bool, support_passes: int = 1) -> Callable:
+    """Ordinary training steps on the images of one meta-batch with one set of weights (no inner loop): forward,
+    cross-entropy, backward and an Adam step, either task by task (each task's 5 support images ``support_passes``
+    times and its 75 query images once, as batches of their own, as a meta-step's passes see them) or all 2,560
+    images as one batch."""
+    opt = torch.optim.Adam(model.parameters(), lr=OUTER_LR)
+
+    def step(b):
+        xs, ys, xq, yq = b
+        opt.zero_grad(set_to_none=True)
+        if per_task:
+            for t in range(META_BATCH):
+                loss = F.cross_entropy(model(xq[t]), yq[t])
+                for _ in range(support_passes):
+                    loss = loss + F.cross_entropy(model(xs[t]), ys[t])
+                (loss / META_BATCH).backward()
+        else:
+            x = torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)])
+            F.cross_entropy(model(x), torch.cat([ys.flatten(), yq.flatten()])).backward()
+        opt.step()
+
+    return step
+
+
+def ceiling(rounds: int, threads: int, out: str) -> None:
+    """How far any restructuring of the meta-step could go with these kernels: in one process, alternating, our
+    1- and 5-step meta-steps against ordinary training steps that only push the same images through the same
+    network once forward and once backward (:func:`plain_steps`; with 5 support passes for the 5-step case); our
+    Conv4 layers throughout, inside ``retain_cpu_memory()`` as ``meta_train`` runs."""
+    from _machine import machine_info
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from meta_learning._io import atomic_write_json
+    from meta_learning.training.memory import retain_cpu_memory
+
+    torch.set_num_threads(threads)
+    b = batch(torch.Generator().manual_seed(0))
+
+    def model():
+        torch.manual_seed(0)
+        return conv4(pool_before_relu=True, fast_pool=True)
+
+    variants: dict[str, Callable] = {
+        "maml_1step_2nd_order": ours_step(model(), 1, False)[0],
+        "maml_1step_1st_order": ours_step(model(), 1, True)[0],
+        "plain_per_task": plain_steps(model(), per_task=True),
+        "plain_one_batch": plain_steps(model(), per_task=False),
+        "maml_5step_2nd_order": ours_step(model(), 5, False)[0],
+        "maml_5step_1st_order": ours_step(model(), 5, True)[0],
+        "plain_per_task_5_support": plain_steps(model(), per_task=True, support_passes=5),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    flops: dict[str, float] = {}
+    with retain_cpu_memory():
+        for name, step in variants.items():
+            for _ in range(2):  # warm-up
+                step(b)
+            with FlopCounterMode(display=False) as counter:
+                step(b)
+            flops[name] = counter.get_total_flops() / 1e9
+        names = list(variants)
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                t = time.perf_counter()
+                variants[name](b)
+                times[name].append(time.perf_counter() - t)
+    ref = statistics.median(times["maml_1step_2nd_order"])
+    report: dict[str, object] = {"machine": machine_info(), "rounds": rounds, "threads": threads, "variants": {}}
+    print(f"{'variant':<24} {'s per meta-batch':>16} {'tasks/s':>8} {'GFLOP':>7} {'GFLOP/s':>8} {'vs MAML 2nd':>12}")
+    for name in names:
+        med = statistics.median(times[name])
+        report["variants"][name] = {"median_s": med, "times_s": times[name], "gflop": flops[name],  # type: ignore[index]
+                                    "tasks_per_s": META_BATCH / med, "time_vs_maml_2nd_order": med / ref}  # fmt: skip
+        print(f"{name:<24} {med:>16.3f} {META_BATCH / med:>8.2f} {flops[name]:>7.1f} {flops[name] / med:>8.1f} "
+              f"{med / ref:>11.2f}x")  # fmt: skip
+    atomic_write_json(out, report)
+    print(f"wrote {out}")
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Per (inner steps, order): medians over the rounds of each library's tasks/s, the median and range of the
     per-round speed-ups (ours / learn2learn, the two runs of one round), each library's peak RSS range (MB), and
@@ -293,6 +373,9 @@ def main() -> None:
                     help="instead: ours, nn.MaxPool2d vs MaxPool2x2 (pool before ReLU)")  # fmt: skip
     ap.add_argument("--ab-inner-grad", type=int, metavar="ROUNDS", default=0,
                     help="instead: ours, inner gradients by torch.func.grad vs torch.autograd.grad")  # fmt: skip
+    ap.add_argument("--ceiling", type=int, metavar="ROUNDS", default=0,
+                    help="instead: our 1-step meta-steps vs plain training steps on the same images (one process, "
+                         "alternating): the time any restructuring of the meta-step could at best reach")  # fmt: skip
     ap.add_argument("--cpu-memory", choices=["ours", "both", "none"], default="ours",
                     help="which library runs inside retain_cpu_memory() (glibc keeps freed memory mapped): 'ours' "
                     "(default) as meta_train does and learn2learn does not; 'both'; 'none' (the runs before "
@@ -309,6 +392,9 @@ def main() -> None:
         return
     if a.ab_fast_pool:
         ab_ours(("nn_maxpool2d", "maxpool2x2"), fast_pool_steps, a.ab_fast_pool, a.threads, a.out)
+        return
+    if a.ceiling:
+        ceiling(a.ceiling, a.threads, a.out)
         return
     if a.ab_inner_grad:
         ab_ours(("func_grad", "autograd"), inner_grad_steps, a.ab_inner_grad, a.threads, a.out)
