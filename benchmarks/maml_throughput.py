@@ -21,6 +21,7 @@ Usage:
     python benchmarks/maml_throughput.py --ours-layers --rounds 3  # ours: our Conv4's layers; l2l: nn's, in order
     python benchmarks/maml_throughput.py --cpu-memory both --rounds 3  # both libraries in retain_cpu_memory()
     python benchmarks/maml_throughput.py --ceiling 8 --out benchmarks/out/maml_ceiling.json  # vs plain steps
+    PYTHONPATH=src ../peers-venv/bin/python benchmarks/maml_throughput.py --ceiling 8  # ... and learn2learn
 """
 
 from __future__ import annotations
@@ -260,7 +261,8 @@ def ceiling(rounds: int, threads: int, out: str) -> None:
     """How far any restructuring of the meta-step could go with these kernels: in one process, alternating, our
     1- and 5-step meta-steps against ordinary training steps that only push the same images through the same
     network once forward and once backward (:func:`plain_steps`; with 5 support passes for the 5-step case); our
-    Conv4 layers throughout, inside ``retain_cpu_memory()`` as ``meta_train`` runs."""
+    Conv4 layers throughout, inside ``retain_cpu_memory()`` as ``meta_train`` runs. Under a Python with
+    learn2learn (the peers venv, ``PYTHONPATH=src``) its meta-steps on the same network join the alternation."""
     from _machine import machine_info
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -283,6 +285,15 @@ def ceiling(rounds: int, threads: int, out: str) -> None:
         "maml_5step_1st_order": ours_step(model(), 5, True)[0],
         "plain_per_task_5_support": plain_steps(model(), per_task=True, support_passes=5),
     }
+    try:  # run under the peers venv's Python (PYTHONPATH=src) to put learn2learn in the same alternation
+        import learn2learn  # noqa: F401
+    except ImportError:
+        print("learn2learn is not importable here: ours and the plain steps only")
+    else:
+        variants["l2l_1step_2nd_order"] = l2l_step(model(), 1, False)[0]
+        variants["l2l_1step_1st_order"] = l2l_step(model(), 1, True)[0]
+        variants["l2l_5step_2nd_order"] = l2l_step(model(), 5, False)[0]
+        variants["l2l_5step_1st_order"] = l2l_step(model(), 5, True)[0]
     times: dict[str, list[float]] = {name: [] for name in variants}
     flops: dict[str, float] = {}
     with retain_cpu_memory():
