@@ -152,7 +152,7 @@ def _build_maml(cfg: ExperimentConfig) -> Any:
     if m.backbone != "conv4":
         raise ValueError(f"model.backbone={m.backbone!r}: the MAML configs support 'conv4' for now")
     feature = m.hidden_channels * (d.image_size // 16) ** 2
-    model = Conv4(m.in_channels, m.hidden_channels, num_classes=d.train_way, feature_size=feature)
+    model: torch.nn.Module = Conv4(m.in_channels, m.hidden_channels, num_classes=d.train_way, feature_size=feature)
     if mc.per_step_bn:
         model = per_step_batchnorm(model, mc.num_inner_steps)
     cls = {"maml": MAML, "anil": ANIL, "metasgd": MetaSGD}[cfg.learner.name]
