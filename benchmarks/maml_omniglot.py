@@ -14,7 +14,8 @@ Settings (what differs from the papers is said here and in RESULTS.md):
 - 20-way: the paper's 5 second-order inner steps are out of reach on 2 cores, so training uses 1 inner step of
   lr 0.4 and 5 queries per class; evaluation uses 5 inner steps of that rate and 15 queries per class.
 - Meta-batch 8 (papers: 32 for 5-way, 16 for 20-way): on a time budget, more updates beat larger batches.
-- MAML++ (`--algo mamlpp`) follows Antoniou et al.'s Omniglot configs instead (their repository's
+- MAML++ (`--algo mamlpp`, 5-way) trains from the shipped `mamlpp_omniglot_5w1s` config (meta-batch from
+  --meta-batch), which follows Antoniou et al.'s Omniglot configs instead (their repository's
   `experiment_config/omniglot_maml++-omniglot_*`): 5 second-order inner steps from a learned per-layer, per-step
   rate starting at 0.1 (LSLR), the multi-step loss annealed over the first 5,000 iterations (their 10 epochs of
   500), per-step BatchNorm weights and biases, 1 query per class in training, meta-batch 8; evaluation with 5
@@ -69,22 +70,23 @@ def make_config(
     val_tasks: int,
     root: str | None,
 ):
-    cfg = load_config(resolve_config_path(f"maml_omniglot_{way}w1s"))
-    mc = replace(
-        cfg.maml,
-        lr_inner=0.4,
-        num_inner_steps=1,
-        first_order=algo == "fomaml",
-        meta_batch_size=meta_batch,
-        eval_inner_steps=3 if way == 5 else 5,
-    )
-    train_query = 15 if way == 5 else 5
-    if algo == "mamlpp":  # the authors' Omniglot settings (module docstring)
+    if algo == "mamlpp":  # the shipped MAML++ config: the authors' Omniglot settings (module docstring)
+        if way != 5:
+            raise ValueError(f"--algo mamlpp --way {way}: only the 5-way MAML++ config is shipped")
+        cfg = load_config(resolve_config_path("mamlpp_omniglot_5w1s"))
+        mc = replace(cfg.maml, meta_batch_size=meta_batch)
+        train_query = cfg.data.train_query
+    else:
+        cfg = load_config(resolve_config_path(f"maml_omniglot_{way}w1s"))
         mc = replace(
-            mc, lr_inner=0.1, num_inner_steps=5, eval_inner_steps=5, learn_inner_lr="per_step",
-            multi_step_loss=True, msl_iterations=5000, per_step_bn=True,
-        )  # fmt: skip
-        train_query = 1
+            cfg.maml,
+            lr_inner=0.4,
+            num_inner_steps=1,
+            first_order=algo == "fomaml",
+            meta_batch_size=meta_batch,
+            eval_inner_steps=3 if way == 5 else 5,
+        )
+        train_query = 15 if way == 5 else 5
     data = replace(cfg.data, root=root, download=False, train_query=train_query)
     train = replace(
         cfg.train, max_time_s=None if minutes is None else 60 * minutes, num_episodes=iterations,

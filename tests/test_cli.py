@@ -111,12 +111,17 @@ def test_datasets_and_configs_listing(real_env, capsys):
     assert len(names) == 11
 
 
+def _tiny_maml_run(config: str, run, iterations: int) -> list[str]:
+    """`train` arguments for a shipped MAML-family config cut to a few meta-batches of 2 tasks and 4 test tasks."""
+    n = str(iterations)
+    return ["train", config, "--run-dir", str(run), "--set", "maml.meta_batch_size=2",
+            "--set", f"train.num_episodes={n}", "--set", f"train.eval_every={n}", "--set", "train.val_episodes=2",
+            "--set", "eval.episodes=4", "--set", "data.download=false", "--no-progress"]  # fmt: skip
+
+
 def test_maml_config_trains_and_evaluates_through_the_cli(real_env, tmp_path, capsys):
     run = tmp_path / "maml"
-    args = ["train", "maml_omniglot_5w1s", "--run-dir", str(run), "--set", "maml.meta_batch_size=2",
-            "--set", "train.num_episodes=3", "--set", "train.eval_every=3", "--set", "train.val_episodes=2",
-            "--set", "eval.episodes=4", "--set", "data.download=false", "--no-progress"]  # fmt: skip
-    assert main(args) == 0
+    assert main(_tiny_maml_run("maml_omniglot_5w1s", run, iterations=3)) == 0
     results = json.loads((run / "results.json").read_text())
     assert results["steps"] == 3 and results["test"]["5-way 1-shot"]["n"] == 4
     state = safe_torch_load(run / "checkpoints" / "last.pt")
@@ -130,10 +135,7 @@ def test_maml_config_trains_and_evaluates_through_the_cli(real_env, tmp_path, ca
 
 def test_maml_plus_plus_config_trains_and_its_run_evaluates_through_the_cli(real_env, tmp_path, capsys):
     run = tmp_path / "mamlpp"
-    args = ["train", "mamlpp_omniglot_5w1s", "--run-dir", str(run), "--set", "maml.meta_batch_size=2",
-            "--set", "train.num_episodes=2", "--set", "train.eval_every=2", "--set", "train.val_episodes=2",
-            "--set", "eval.episodes=4", "--set", "data.download=false", "--no-progress"]  # fmt: skip
-    assert main(args) == 0
+    assert main(_tiny_maml_run("mamlpp_omniglot_5w1s", run, iterations=2)) == 0
     results = json.loads((run / "results.json").read_text())
     state = safe_torch_load(run / "checkpoints" / "last.pt")["model"]
     lslr = state["inner_lrs.features__0__0__weight"]  # learned per-layer per-step rates (LSLR), trained
